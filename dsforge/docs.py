@@ -1,0 +1,52 @@
+"""Text for `dsforge steps`: one line per step, or one step's parameters with an example."""
+
+from __future__ import annotations
+
+import inspect
+
+import yaml
+from pydantic_core import PydanticUndefined
+
+from dsforge.registry import get_step, step_names
+
+
+def summary(cls: type) -> str:
+    doc = inspect.getdoc(cls) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def list_steps() -> str:
+    names = step_names()
+    width = max(len(n) for n in names)
+    lines = []
+    for name in names:
+        cls = get_step(name)
+        kind = "global" if getattr(cls, "run", None) and "run" in vars(cls) else "row"
+        lines.append(f"{name:<{width}}  {kind:<6}  {summary(cls)}")
+    return "\n".join(lines)
+
+
+def _type_name(annotation) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "")
+
+
+def describe_step(name: str) -> str:
+    cls = get_step(name)
+    lines = [f"{name}: {inspect.getdoc(cls) or ''}".rstrip(), "", "parameters:"]
+    for field_name, info in cls.model_fields.items():
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = f"default {info.default_factory()!r}"
+        elif info.default is PydanticUndefined:
+            default = "required"
+        else:
+            default = f"default {info.default!r}"
+        note = f"  {info.description}" if info.description else ""
+        lines.append(f"  {field_name}: {_type_name(info.annotation)} ({default}){note}")
+    if len(lines) == 3:
+        lines.append("  (none)")
+    example = {"step": name, **getattr(cls, "example", {})}
+    lines += ["", "example:", yaml.safe_dump([example], sort_keys=False).rstrip()]
+    return "\n".join(lines)

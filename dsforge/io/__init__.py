@@ -1,0 +1,1 @@
+"""Readers, part stores, sinks, dataset cards and Hub upload."""
