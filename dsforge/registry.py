@@ -37,9 +37,30 @@ def register_sink(name: str):
     return wrap
 
 
+#: Packages whose modules define steps, sinks and readers; every module in them is imported
+#: on first lookup, so a new step only needs its own file (modules import heavy libraries lazily).
+STEP_PACKAGES = ("dsforge.steps", "dsforge.io", "dsforge.text", "dsforge.dedup", "dsforge.tokens",
+                 "dsforge.chat", "dsforge.prefs", "dsforge.generate")
+_loaded = False
+
+
 def _load_builtins() -> None:
-    import dsforge.io.sinks  # noqa: F401
-    import dsforge.steps  # noqa: F401
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+    import pkgutil
+
+    for package_name in STEP_PACKAGES:
+        try:
+            package = importlib.import_module(package_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == package_name:
+                continue
+            raise
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+            importlib.import_module(info.name)
 
 
 def nearest(name: str, choices: list[str]) -> str:

@@ -268,7 +268,9 @@ def register_reader(name: str, extensions: tuple[str, ...]):
 
 
 def reader_names() -> list[str]:
-    import dsforge.steps  # noqa: F401 - step modules may register readers
+    from dsforge.registry import step_names
+
+    step_names()  # imports every step module; some register readers
 
     return ["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk", "hf", *sorted(_EXTRA_READERS)]
 

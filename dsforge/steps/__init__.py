@@ -1,3 +1,1 @@
-"""Built-in steps. Importing this package registers them (modules import heavy libraries lazily)."""
-
-from dsforge.steps import columns, global_ops, split  # noqa: F401
+"""Built-in generic steps (every module here is imported by the registry on first lookup)."""
