@@ -96,7 +96,7 @@ class Recipe(_Model):
     description: str = ""
     seed: int = 0
     sources: list[SourceSpec] = Field(min_length=1)
-    steps: list[dict[str, Any]] = Field(default_factory=list)
+    steps: list[Any] = Field(default_factory=list)
     output: OutputSpec
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
 
@@ -188,6 +188,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
                 else:
                     node[index] = value
             else:
+                if index == len(node):
+                    node.append({})
                 node = node[index]
         elif isinstance(node, dict):
             if last:
@@ -264,6 +266,42 @@ def build_step(entry: Any, index: int, base_dir: Path, problems: list[str]) -> S
         return None
 
 
+def _check_parts(
+    resolved: dict[str, Any], base_dir: Path, problems: list[str], recipe: Recipe | None = None
+) -> tuple[list[Step | None], list[list[Path]], Any]:
+    """Validate steps, source files and the sink, appending problems (also when the top level failed)."""
+    steps = [build_step(entry, i, base_dir, problems) for i, entry in enumerate(resolved.get("steps") or [])]
+    source_files: list[list[Path]] = []
+    raw_sources = resolved.get("sources") if isinstance(resolved.get("sources"), list) else []
+    for i, raw_source in enumerate(raw_sources):
+        if recipe is not None:
+            spec = recipe.sources[i]
+        else:
+            try:
+                spec = SourceSpec.model_validate(raw_source)
+            except ValidationError:
+                continue  # already reported by the top-level validation
+        source_files.append(_expand_source(spec, base_dir, f"sources.{i}", problems))
+    sink = None
+    output = resolved.get("output")
+    if isinstance(output, dict):
+        params = {k: v for k, v in output.items() if k not in OutputSpec.model_fields}
+        sink_cls = None
+        try:
+            sink_cls = get_sink(str(output.get("format", "parquet")))
+            sink = sink_cls.model_validate(params, context={"base_dir": str(base_dir)})
+        except DsforgeError as exc:
+            problems.append(f"output.format: {exc}")
+        except ValidationError as exc:
+            problems.extend(format_validation_error(exc, "output", sink_cls))
+    if recipe is not None:
+        names = [source_name(s, i) for i, s in enumerate(recipe.sources)]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                problems.append(f"sources.{i}.name: duplicate source name {name!r} (give each source a 'name')")
+    return steps, source_files, sink
+
+
 def load_raw(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise DsforgeError(f"recipe not found: {path}")
@@ -302,25 +340,9 @@ def load_recipe(
         recipe = Recipe.model_validate(resolved)
     except ValidationError as exc:
         problems.extend(format_validation_error(exc, "", Recipe))
-        for i, entry in enumerate(resolved.get("steps") or []):
-            build_step(entry, i, base_dir, problems)
+        _check_parts(resolved, base_dir, problems)
         raise RecipeError(problems) from None
-    steps = [build_step(entry, i, base_dir, problems) for i, entry in enumerate(recipe.steps)]
-    source_files = [
-        _expand_source(spec, base_dir, f"sources.{i}", problems) for i, spec in enumerate(recipe.sources)
-    ]
-    sink = None
-    try:
-        sink_cls = get_sink(recipe.output.format)
-        sink = sink_cls.model_validate(recipe.output.sink_params(), context={"base_dir": str(base_dir)})
-    except DsforgeError as exc:
-        problems.append(f"output.format: {exc}")
-    except ValidationError as exc:
-        problems.extend(format_validation_error(exc, "output", sink_cls))
-    names = [source_name(s, i) for i, s in enumerate(recipe.sources)]
-    for i, name in enumerate(names):
-        if names.index(name) != i:
-            problems.append(f"sources.{i}.name: duplicate source name {name!r} (give each source a 'name')")
+    steps, source_files, sink = _check_parts(resolved, base_dir, problems, recipe)
     if problems:
         raise RecipeError(problems)
     output_path = Path(os.path.expanduser(recipe.output.path))

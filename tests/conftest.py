@@ -25,7 +25,7 @@ def write_recipe(tmp_path: Path):
     def write(recipe: dict, name: str = "recipe.yaml") -> Path:
         recipe = dict(recipe)
         recipe.setdefault("name", "test")
-        recipe.setdefault("output", {"path": str(tmp_path / "out")})
+        recipe["output"] = {"path": str(tmp_path / "out"), **(recipe.get("output") or {})}
         recipe.setdefault("runtime", {"workers": 1, "batch_size": 500})
         path = tmp_path / name
         path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
