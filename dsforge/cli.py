@@ -20,7 +20,9 @@ _state = {"debug": False}
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    # piped output (logs, CI) gets wide lines instead of tables squeezed to 80 columns
+    return console if console.is_terminal else Console(stderr=stderr, highlight=False, width=200)
 
 
 @app.callback()

@@ -10,8 +10,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 class BuildProgress:
     def __init__(self, step_labels: list[str], enabled: bool = True) -> None:
-        self.enabled = enabled
         self.console = Console(stderr=True)
+        # a live display only makes sense on a terminal; logs get the funnel at the end instead
+        self.enabled = enabled and self.console.is_terminal
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description:<28}"),
@@ -19,18 +20,20 @@ class BuildProgress:
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             console=self.console,
-            disable=not enabled,
+            disable=not self.enabled,
             transient=False,
         )
         self._read = self._progress.add_task("read", total=None, rate="")
         self._steps = [self._progress.add_task(label, total=None, rate="") for label in step_labels]
 
     def __enter__(self) -> BuildProgress:
-        self._progress.__enter__()
+        if self.enabled:
+            self._progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._progress.__exit__(*exc)
+        if self.enabled:
+            self._progress.__exit__(*exc)
 
     def read(self, rows: int) -> None:
         self._progress.advance(self._read, rows)
