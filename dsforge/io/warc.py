@@ -135,27 +135,35 @@ def read_warc(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
             except StopIteration:
                 leftover = path.stat().st_size - int(getattr(records, "offset", 0) or 0)
                 if leftover > 0:  # a cut inside a record's header: warcio stops without a word
-                    batcher.errors.append(f"{label}:record {number}: truncated record ({leftover} bytes at the "
-                                          "end of the file do not form a complete record)")
+                    batcher.errors.append(
+                        f"{label}:record {number}: truncated record ({leftover} bytes at the "
+                        "end of the file do not form a complete record)"
+                    )
                 break
             except Exception as exc:  # corrupt gzip member, bad WARC header, cut mid-header
-                batcher.errors.append(f"{label}:record {number}: corrupt or truncated record, reading stops "
-                                      f"({type(exc).__name__}: {_first_line(exc)})")
+                batcher.errors.append(
+                    f"{label}:record {number}: corrupt or truncated record, reading stops "
+                    f"({type(exc).__name__}: {_first_line(exc)})"
+                )
                 break
             if not record.rec_type:
-                batcher.errors.append(f"{label}:record {number}: corrupt or truncated record (no WARC-Type), "
-                                      "reading stops")
+                batcher.errors.append(
+                    f"{label}:record {number}: corrupt or truncated record (no WARC-Type), reading stops"
+                )
                 break
             try:
                 payload = b"" if record.rec_type in PROTOCOL_RECORDS else record.content_stream().read()
                 missing = _unread_bytes(record)
             except Exception as exc:
-                batcher.errors.append(f"{label}:record {number}: corrupt record ({type(exc).__name__}: "
-                                      f"{_first_line(exc)})")
+                batcher.errors.append(
+                    f"{label}:record {number}: corrupt record ({type(exc).__name__}: {_first_line(exc)})"
+                )
                 continue
             if missing:
-                batcher.errors.append(f"{label}:record {number}: truncated record (file ends {missing} bytes "
-                                      "before its end), reading stops")
+                batcher.errors.append(
+                    f"{label}:record {number}: truncated record (file ends {missing} bytes "
+                    "before its end), reading stops"
+                )
                 break
             if record.rec_type in PROTOCOL_RECORDS:
                 continue
