@@ -1,0 +1,1 @@
+"""Token outputs for pretraining: the tokenize step, Megatron and packed-Parquet sinks, verification."""
