@@ -1,0 +1,1 @@
+"""Near-duplicate and duplicate removal steps (MinHash LSH)."""
