@@ -18,11 +18,15 @@ from dsforge.steps.base import METRIC_PREFIX, Transform
 from dsforge.steps.columns import require_columns
 
 # cp1252 characters of the bytes 0x80-0x9F, the continuation bytes of UTF-8 read as cp1252
-_CP1252_HIGH = r"\u0152\u0153\u0160\u0161\u0178\u017D\u017E\u0192\u02C6\u02DC\u2013\u2014\u2018-\u201E\u2020-\u2022\u2026\u2030\u2039\u203A\u20AC\u2122"
+_CP1252_HIGH = (
+    r"\u0152\u0153\u0160\u0161\u0178\u017D\u017E\u0192\u02C6\u02DC"
+    r"\u2013\u2014\u2018-\u201E\u2020-\u2022\u2026\u2030\u2039\u203A\u20AC\u2122"
+)
 #: rows matching this may hold mojibake (or C1 controls / ANSI escapes): only they go through ftfy
 MOJIBAKE_GATE = (
     rf"[\u00C2-\u00F4][\u0080-\u00BF{_CP1252_HIGH}]"  # UTF-8 lead byte + continuation, read as Latin-1/cp1252
-    rf"|[\u0420\u0421][\u0400-\u040F\u0450-\u045F\u0490\u0491\u00A0-\u00BF\u2116{_CP1252_HIGH}]"  # ... as cp1251
+    # ... and Cyrillic UTF-8 read as cp1251
+    rf"|[\u0420\u0421][\u0400-\u040F\u0450-\u045F\u0490\u0491\u00A0-\u00BF\u2116{_CP1252_HIGH}]"
     r"|[\u00C2\u00C3] |[\u0080-\u009F]|\x1B|\u00EF\u00BB\u00BF"  # NBSP byte lost to a space, C1, ANSI, BOM
 )
 _CONTROL = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F\u0080-\u009F\uFEFF]"
