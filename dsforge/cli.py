@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -33,11 +33,15 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks f
 @app.command()
 def build(
     recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: key.path=value")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="output folder (overrides output.path)")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="read at most N rows from each source", min=1)] = None,
-    force: Annotated[bool, typer.Option("--force", help="rebuild from scratch, ignoring cached work")] = False,
-    workers: Annotated[Optional[int], typer.Option(help="worker processes for row steps", min=1)] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a field: key.path=value")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="output folder (overrides output.path)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="read at most N rows from each source", min=1)] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="rebuild from scratch, ignoring cached work")
+    ] = False,
+    workers: Annotated[int | None, typer.Option(help="worker processes for row steps", min=1)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
 ) -> None:
     """Build the dataset a recipe describes and print its funnel."""
@@ -45,7 +49,13 @@ def build(
     from dsforge.stats import print_funnel
 
     result = run_build(
-        recipe, overrides=set_ or [], output=output, limit=limit, force=force, workers=workers, progress=not quiet
+        recipe,
+        overrides=set_ or [],
+        output=output,
+        limit=limit,
+        force=force,
+        workers=workers,
+        progress=not quiet,
     )
     console = _console()
     if result.reused:
@@ -56,8 +66,10 @@ def build(
 
 
 @app.command()
-def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
-             set_: Annotated[Optional[list[str]], typer.Option("--set")] = None) -> None:
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+) -> None:
     """Check a recipe and report every problem at once."""
     from dsforge.recipe import load_recipe
 
@@ -67,7 +79,7 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
 
 
 @app.command()
-def steps(name: Annotated[Optional[str], typer.Argument(help="show one step's parameters")] = None) -> None:
+def steps(name: Annotated[str | None, typer.Argument(help="show one step's parameters")] = None) -> None:
     """List the registered steps, or describe one."""
     from dsforge.docs import describe_step, list_steps
 
@@ -75,8 +87,10 @@ def steps(name: Annotated[Optional[str], typer.Argument(help="show one step's pa
 
 
 @app.command()
-def inspect(path: Annotated[Path, typer.Argument(help="a built dataset folder or a data file")],
-            rows: Annotated[int, typer.Option(help="sample rows to show", min=0)] = 3) -> None:
+def inspect(
+    path: Annotated[Path, typer.Argument(help="a built dataset folder or a data file")],
+    rows: Annotated[int, typer.Option(help="sample rows to show", min=0)] = 3,
+) -> None:
     """Show schema, row counts, build stats and a few rows of a dataset or file."""
     from dsforge.inspect import inspect_path
 
@@ -87,7 +101,7 @@ def inspect(path: Annotated[Path, typer.Argument(help="a built dataset folder or
 def new(
     kind: Annotated[str, typer.Argument(help="pretrain, sft or dpo")],
     path: Annotated[Path, typer.Argument(help="where to write the recipe")],
-    source: Annotated[Optional[str], typer.Option(help="input file for the recipe's first source")] = None,
+    source: Annotated[str | None, typer.Option(help="input file for the recipe's first source")] = None,
 ) -> None:
     """Write a commented starter recipe."""
     from dsforge.templates import write_template
@@ -101,8 +115,8 @@ def push(
     folder: Annotated[Path, typer.Argument(help="a built dataset folder")],
     repo_id: Annotated[str, typer.Argument(help="Hub dataset repo, e.g. user/name")],
     private: Annotated[bool, typer.Option("--private")] = False,
-    revision: Annotated[Optional[str], typer.Option(help="branch to push to")] = None,
-    message: Annotated[Optional[str], typer.Option(help="commit message")] = None,
+    revision: Annotated[str | None, typer.Option(help="branch to push to")] = None,
+    message: Annotated[str | None, typer.Option(help="commit message")] = None,
 ) -> None:
     """Upload a built dataset folder to the Hugging Face Hub (token from env or login)."""
     from dsforge.io.hub import push_folder
@@ -138,5 +152,8 @@ def main() -> None:
             sys.exit(1)
         if debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -33,7 +33,9 @@ class Task:
     head_stats: list[dict[str, Any]]
 
 
-def split_drops(frame: pl.DataFrame, index: int, name: str) -> tuple[pl.DataFrame, pl.DataFrame | None, dict, dict]:
+def split_drops(
+    frame: pl.DataFrame, index: int, name: str
+) -> tuple[pl.DataFrame, pl.DataFrame | None, dict, dict]:
     """Separate rows marked with a drop reason and sum metric columns; returns kept, dropped, counts."""
     metrics: dict[str, float] = {}
     metric_columns = [c for c in frame.columns if c.startswith(METRIC_PREFIX)]
@@ -53,8 +55,16 @@ def split_drops(frame: pl.DataFrame, index: int, name: str) -> tuple[pl.DataFram
     return kept, dropped, counts, metrics
 
 
-def step_stats(index: int, name: str, rows_in: int, bytes_in: int, kept: pl.DataFrame, seconds: float,
-               dropped: dict, metrics: dict) -> dict[str, Any]:
+def step_stats(
+    index: int,
+    name: str,
+    rows_in: int,
+    bytes_in: int,
+    kept: pl.DataFrame,
+    seconds: float,
+    dropped: dict,
+    metrics: dict,
+) -> dict[str, Any]:
     return {
         "index": index,
         "name": name,
@@ -76,8 +86,11 @@ def apply_steps(steps: list[tuple[int, Step]], frame: pl.DataFrame) -> tuple[pl.
         rows_in, bytes_in = frame.height, frame.estimated_size()
         out = step.process(frame) if frame.height else frame
         kept, dropped, counts, metrics = split_drops(out, index, step.name)
-        all_stats.append(step_stats(index, step.name, rows_in, bytes_in, kept, time.perf_counter() - start,
-                                    counts, metrics))
+        all_stats.append(
+            step_stats(
+                index, step.name, rows_in, bytes_in, kept, time.perf_counter() - start, counts, metrics
+            )
+        )
         if dropped is not None and dropped.height:
             all_dropped.append(dropped)
         frame = kept
@@ -87,7 +100,9 @@ def apply_steps(steps: list[tuple[int, Step]], frame: pl.DataFrame) -> tuple[pl.
 def run_task(steps: list[tuple[int, Step]], task: Task) -> tuple[int, dict[str, Any]]:
     kept, dropped, stats = apply_steps(steps, task.frame)
     if task.dropped_dir is not None and dropped:
-        PartStore(Path(task.dropped_dir)).create().write(task.index, pl.concat(dropped, how="diagonal_relaxed"))
+        PartStore(Path(task.dropped_dir)).create().write(
+            task.index, pl.concat(dropped, how="diagonal_relaxed")
+        )
     meta = {"steps": task.head_stats + stats, "rows": kept.height}
     PartStore(Path(task.store_dir)).write(task.index, kept, meta)
     return task.index, meta
@@ -113,7 +128,9 @@ class LocalExecutor:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
 
-    def map(self, steps: list[tuple[int, Step]], tasks: Iterator[Task]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def map(
+        self, steps: list[tuple[int, Step]], tasks: Iterator[Task]
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
         if self.workers == 1 or not steps:
             for _, step in steps:
                 step.setup()
@@ -121,8 +138,9 @@ class LocalExecutor:
                 yield run_task(steps, task)
             return
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(steps,)) as pool:
+        with ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(steps,)
+        ) as pool:
             pending: deque = deque()
             for task in tasks:
                 pending.append(pool.submit(_run_in_worker, task))

@@ -25,9 +25,13 @@ def inspect_path(path: Path, rows: int, console) -> None:
     if path.is_dir() and (path / "stats.json").exists():
         stats = json.loads((path / "stats.json").read_text())
         output = stats.get("output", {})
-        console.print(f"dataset {path} (recipe {stats.get('recipe')}, dsforge {stats.get('dsforge_version')})")
-        console.print(f"format: {output.get('format')}; splits: " + ", ".join(
-            f"{k} {v:,}" for k, v in output.get("splits", {}).items()))
+        console.print(
+            f"dataset {path} (recipe {stats.get('recipe')}, dsforge {stats.get('dsforge_version')})"
+        )
+        console.print(
+            f"format: {output.get('format')}; splits: "
+            + ", ".join(f"{k} {v:,}" for k, v in output.get("splits", {}).items())
+        )
         print_funnel(stats, console)
         data = sorted((path / "data").glob("*.parquet")) or sorted((path / "data").glob("*.jsonl"))
         if data:
@@ -43,6 +47,8 @@ def inspect_path(path: Path, rows: int, console) -> None:
         total += raw.frame.height
         if sum(f.height for f in frames) < max(rows, 1):
             frames.append(raw.frame)
-    console.print(f"file {path} (format {fmt}): {total:,} rows" + (f", {errors:,} malformed" if errors else ""))
+    console.print(
+        f"file {path} (format {fmt}): {total:,} rows" + (f", {errors:,} malformed" if errors else "")
+    )
     if frames:
         _sample_table(pl.concat(frames, how="diagonal_relaxed"), console, rows)

@@ -141,7 +141,9 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def interpolate(node: Any, env: dict[str, str], where: str, problems: list[str]) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, naming the field if unset."""
     if isinstance(node, dict):
-        return {k: interpolate(v, env, f"{where}.{k}" if where else str(k), problems) for k, v in node.items()}
+        return {
+            k: interpolate(v, env, f"{where}.{k}" if where else str(k), problems) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [interpolate(v, env, f"{where}.{i}", problems) for i, v in enumerate(node)]
     if isinstance(node, str):
@@ -250,7 +252,9 @@ def _expand_source(spec: SourceSpec, base_dir: Path, where: str, problems: list[
 def build_step(entry: Any, index: int, base_dir: Path, problems: list[str]) -> Step | None:
     where = f"steps.{index}"
     if not isinstance(entry, dict) or "step" not in entry:
-        problems.append(f"{where}: expected a mapping with 'step: NAME' and its parameters (got {_show(entry)})")
+        problems.append(
+            f"{where}: expected a mapping with 'step: NAME' and its parameters (got {_show(entry)})"
+        )
         return None
     params = dict(entry)
     name = params.pop("step")
@@ -298,7 +302,9 @@ def _check_parts(
         names = [source_name(s, i) for i, s in enumerate(recipe.sources)]
         for i, name in enumerate(names):
             if names.index(name) != i:
-                problems.append(f"sources.{i}.name: duplicate source name {name!r} (give each source a 'name')")
+                problems.append(
+                    f"sources.{i}.name: duplicate source name {name!r} (give each source a 'name')"
+                )
     return steps, source_files, sink
 
 

@@ -39,8 +39,17 @@ def register_sink(name: str):
 
 #: Packages whose modules define steps, sinks and readers; every module in them is imported
 #: on first lookup, so a new step only needs its own file (modules import heavy libraries lazily).
-STEP_PACKAGES = ("dsforge.steps", "dsforge.io", "dsforge.text", "dsforge.dedup", "dsforge.tokens",
-                 "dsforge.decontam", "dsforge.chat", "dsforge.prefs", "dsforge.generate")
+STEP_PACKAGES = (
+    "dsforge.steps",
+    "dsforge.io",
+    "dsforge.text",
+    "dsforge.dedup",
+    "dsforge.tokens",
+    "dsforge.decontam",
+    "dsforge.chat",
+    "dsforge.prefs",
+    "dsforge.generate",
+)
 _loaded = False
 
 

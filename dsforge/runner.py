@@ -93,9 +93,7 @@ class Runner:
         self.executor = LocalExecutor(workers or self.recipe.runtime.workers)
         self.output = loaded.output_path
         self.work = self.output.parent / f".{self.output.name}.dsforge-work"
-        self.progress = BuildProgress(
-            [f"{i}.{s.name}" for i, s in enumerate(loaded.steps)], enabled=progress
-        )
+        self.progress = BuildProgress([f"{i}.{s.name}" for i, s in enumerate(loaded.steps)], enabled=progress)
         for index, step in enumerate(loaded.steps):
             step.bind(StepContext(seed=self.recipe.seed, step_index=index, work_dir=str(self.work)))
         self.stages = plan_stages(loaded.steps)
@@ -114,7 +112,10 @@ class Runner:
             stage.key = _digest(previous, head, [_step_fingerprint(s) for _, s in stage.row_steps])
             previous = stage.key
         self.build_key = _digest(
-            previous, recipe.name, recipe.description, recipe.output.model_dump(mode="json", exclude={"path"}),
+            previous,
+            recipe.name,
+            recipe.description,
+            recipe.output.model_dump(mode="json", exclude={"path"}),
             self.loaded.sink.model_dump(mode="json"),
         )
 
@@ -124,7 +125,8 @@ class Runner:
         if self.output.exists():
             if not previous_stats.exists():
                 raise DsforgeError(
-                    f"output.path: {self.output} exists and is not a dsforge dataset; remove it or choose another path"
+                    f"output.path: {self.output} exists and is not a dsforge dataset; "
+                    "remove it or choose another path"
                 )
             old = json.loads(previous_stats.read_text())
             if old.get("build_key") == self.build_key and not self.force:
@@ -163,8 +165,10 @@ class Runner:
             store.reset()  # a global step's output cannot be resumed part by part
         else:
             store.create()
-        tasks = self._source_tasks(stage, store, funnel) if stage.head is None else self._global_tasks(
-            stage, previous, store
+        tasks = (
+            self._source_tasks(stage, store, funnel)
+            if stage.head is None
+            else self._global_tasks(stage, previous, store)
         )
         for index, meta in self.executor.map(stage.row_steps, tasks):
             self._account(funnel, meta)
@@ -181,10 +185,20 @@ class Runner:
         """Read every source in order; batches already in the store are accounted, not reprocessed."""
         index = 0
         funnel.sources = []
-        for number, (spec, files) in enumerate(zip(self.recipe.sources, self.loaded.source_files, strict=True)):
+        for number, (spec, files) in enumerate(
+            zip(self.recipe.sources, self.loaded.source_files, strict=True)
+        ):
             stats = SourceStats(self.loaded.source_names[number])
-            for frame in iter_source(spec, number, stats.name, files, self.recipe.runtime.batch_size,
-                                     self.recipe.seed, stats, self.limit):
+            for frame in iter_source(
+                spec,
+                number,
+                stats.name,
+                files,
+                self.recipe.runtime.batch_size,
+                self.recipe.seed,
+                stats,
+                self.limit,
+            ):
                 self.progress.read(frame.height)
                 if store.has(index):
                     self._account(funnel, store.meta(index))
@@ -207,8 +221,9 @@ class Runner:
                 break
             seconds = time.perf_counter() - start
             kept, dropped, counts, metrics = split_drops(frame, step_index, step.name)
-            head = step_stats(step_index, step.name, frame.height, frame.estimated_size(), kept, seconds,
-                              counts, metrics)
+            head = step_stats(
+                step_index, step.name, frame.height, frame.estimated_size(), kept, seconds, counts, metrics
+            )
             # the global step reads every stored row, whatever it yields: count them once
             head["rows_in"] = rows_in if first else 0
             first = False
@@ -269,6 +284,8 @@ def build(
     """Build a dataset from a recipe (what ``dsforge build`` does)."""
     from dsforge.recipe import load_recipe
 
-    loaded = recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides, output_override=output)
+    loaded = (
+        recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides, output_override=output)
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return Runner(loaded, limit=limit, force=force, workers=workers, progress=progress).run()

@@ -79,10 +79,13 @@ def funnel_markdown(stats: dict[str, Any], with_time: bool = False) -> str:
     """The funnel as a Markdown table (used in the dataset card; no timings, so it is reproducible)."""
     lines = ["| source | rows read | malformed | rows emitted |", "|---|---:|---:|---:|"]
     for source in stats["sources"]:
-        lines.append(
-            f"| {source['name']} | {source['rows_read']:,} | {source['malformed']:,} | {source['rows_emitted']:,} |"
-        )
-    lines += ["", "| # | step | rows in | rows out | kept | dropped (reason count) |", "|---:|---|---:|---:|---:|---|"]
+        counts = (source["rows_read"], source["malformed"], source["rows_emitted"])
+        lines.append(f"| {source['name']} | " + " | ".join(f"{n:,}" for n in counts) + " |")
+    lines += [
+        "",
+        "| # | step | rows in | rows out | kept | dropped (reason count) |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
     for step in stats["steps"]:
         kept = f"{100 * step['rows_out'] / step['rows_in']:.1f}%" if step["rows_in"] else "-"
         lines.append(
@@ -101,7 +104,10 @@ def print_funnel(stats: dict[str, Any], console) -> None:
         sources.add_column(column, justify="left" if column == "source" else "right")
     for source in stats["sources"]:
         sources.add_row(
-            source["name"], f"{source['rows_read']:,}", f"{source['malformed']:,}", f"{source['rows_emitted']:,}"
+            source["name"],
+            f"{source['rows_read']:,}",
+            f"{source['malformed']:,}",
+            f"{source['rows_emitted']:,}",
         )
     console.print(sources)
     for source in stats["sources"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -29,8 +30,11 @@ def _pretrain_recipe(shared: Path, **extra) -> dict:
         "sources": [
             {"name": "c4", "path": str(shared / "raw" / "c4_demo.jsonl.zst")},
             {"name": "wiki", "path": str(shared / "raw" / "wiki_demo.txt.zst"), "format": "txt"},
-            {"name": "dolma", "path": str(shared / "raw" / "commoncrawl" / "dolma_cc_en_head-*.jsonl.gz"),
-             "columns": ["text"]},
+            {
+                "name": "dolma",
+                "path": str(shared / "raw" / "commoncrawl" / "dolma_cc_en_head-*.jsonl.gz"),
+                "columns": ["text"],
+            },
             {"name": "c4_again", "path": str(shared / "raw" / "c4_demo.jsonl.zst"), "max_rows": 40},
         ],
         "steps": [
@@ -69,7 +73,7 @@ def test_built_folder_loads_with_datasets(shared_data, write_recipe, tmp_path):
     steps = stats["steps"]
     sources_out = sum(s["rows_emitted"] for s in stats["sources"])
     assert steps[0]["rows_in"] == sources_out == 300 + 30 + 20 + 40
-    for before, after in zip(steps, steps[1:]):
+    for before, after in itertools.pairwise(steps):
         assert before["rows_out"] == after["rows_in"]
     for step in steps:
         assert step["rows_in"] - step["rows_out"] == sum(step["dropped"].values())
@@ -113,8 +117,9 @@ def test_unchanged_rebuild_is_reused_and_force_rebuilds(shared_data, write_recip
 
 def test_killed_build_leaves_no_finished_folder_and_resumes_identically(shared_data, write_recipe, tmp_path):
     recipe = _pretrain_recipe(shared_data, runtime={"workers": 1, "batch_size": 25})
-    recipe["sources"].append({"name": "shakespeare", "path": str(shared_data / "raw" / "tinyshakespeare.txt.gz"),
-                              "format": "txt"})
+    recipe["sources"].append(
+        {"name": "shakespeare", "path": str(shared_data / "raw" / "tinyshakespeare.txt.gz"), "format": "txt"}
+    )
     recipe["steps"][1] = {"step": "length_filter", "unit": "words", "min": 3}
     path = write_recipe(recipe)
     reference = build(path, output=str(tmp_path / "reference")).output
@@ -122,7 +127,9 @@ def test_killed_build_leaves_no_finished_folder_and_resumes_identically(shared_d
     work = tmp_path / ".killed.dsforge-work"
     proc = subprocess.Popen([*DSFORGE, "build", str(path), "-o", str(out), "-q"], stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and len(list(work.glob("stage0-*/part-*.json"))) < 200:
+    while (
+        time.time() < deadline and proc.poll() is None and len(list(work.glob("stage0-*/part-*.json"))) < 200
+    ):
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -131,9 +138,10 @@ def test_killed_build_leaves_no_finished_folder_and_resumes_identically(shared_d
     assert not out.exists()
     resumed = build(path, output=str(out))
     assert _digests(resumed.output) == _digests(reference)
-    assert resumed.stats["steps"][0]["rows_in"] == json.loads((reference / "stats.json").read_text())["steps"][0][
-        "rows_in"
-    ]
+    assert (
+        resumed.stats["steps"][0]["rows_in"]
+        == json.loads((reference / "stats.json").read_text())["steps"][0]["rows_in"]
+    )
 
 
 def test_keep_dropped_writes_rows_with_their_reason(shared_data, write_recipe, tmp_path):
@@ -162,9 +170,10 @@ def test_hub_style_source_through_load_dataset(shared_data, write_recipe, tmp_pa
     first = build(write_recipe(_pretrain_recipe(shared_data)), output=str(tmp_path / "first")).output
     recipe = {"name": "again", "sources": [{"hf": str(first), "split": "test"}], "steps": []}
     result = build(write_recipe(recipe, "again.yaml"), output=str(tmp_path / "second"))
-    assert result.stats["sources"][0]["rows_read"] == json.loads((first / "stats.json").read_text())["output"][
-        "splits"
-    ]["test"]
+    assert (
+        result.stats["sources"][0]["rows_read"]
+        == json.loads((first / "stats.json").read_text())["output"]["splits"]["test"]
+    )
 
 
 def test_weights_and_caps_mix_sources(shared_data, write_recipe):
@@ -197,7 +206,7 @@ def test_malformed_lines_skip_or_fail(shared_data, write_recipe, tmp_path):
 def test_empty_input_is_an_error_and_writes_nothing(write_recipe, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
-    with pytest.raises(InputError, match="sources.0: empty input: no records in"):
+    with pytest.raises(InputError, match=r"sources\.0: empty input: no records in"):
         build(write_recipe({"name": "e", "sources": [{"path": str(empty)}]}))
     assert not (tmp_path / "out").exists()
 

@@ -39,7 +39,8 @@ def _recipe(tmp_path: Path, shared: Path, **changes) -> Path:
 
 
 def test_help_does_not_import_the_data_stack():
-    code = "import sys, dsforge.cli; print(sorted(m for m in ('polars', 'pyarrow', 'transformers', 'datasets') if m in sys.modules))"
+    heavy = "('polars', 'pyarrow', 'transformers', 'datasets')"
+    code = f"import sys, dsforge.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert run("--help").returncode == 0
@@ -58,7 +59,9 @@ def test_build_prints_funnel_and_where_output_is(tmp_path, shared_data):
 
 def test_build_errors_are_one_line(tmp_path, shared_data):
     recipe = _recipe(tmp_path, shared_data, steps=[{"step": "dedup_exactt"}])
-    assert_one_line_error(run("build", str(recipe)), "steps.0.step: unknown step 'dedup_exactt'", "dedup_exact")
+    assert_one_line_error(
+        run("build", str(recipe)), "steps.0.step: unknown step 'dedup_exactt'", "dedup_exact"
+    )
     assert not (tmp_path / "out").exists()
     missing = _recipe(tmp_path, shared_data, sources=[{"path": "nowhere/data.jsonl"}])
     assert_one_line_error(run("build", str(missing)), "sources.0.path: file not found")
@@ -73,8 +76,13 @@ def test_validate_reports_all_problems(tmp_path, shared_data):
     assert good.returncode == 0 and good.stdout.startswith("ok: cli")
     bad = _recipe(tmp_path, shared_data, steps=[{"step": "length_filter", "min": "many"}, {"step": "shufle"}])
     result = run("validate", str(bad))
-    assert_one_line_error(result, "2 problems in recipe", "steps.0.min: Input should be a valid integer",
-                          "(got 'many')", "steps.1.step: unknown step 'shufle' (did you mean shuffle")
+    assert_one_line_error(
+        result,
+        "2 problems in recipe",
+        "steps.0.min: Input should be a valid integer",
+        "(got 'many')",
+        "steps.1.step: unknown step 'shufle' (did you mean shuffle",
+    )
 
 
 def test_steps_lists_and_describes():
@@ -109,8 +117,13 @@ def test_new_writes_a_recipe_that_builds(tmp_path, shared_data):
         result = run("validate", str(path))
         assert_one_line_error(result, "sources.0.path: file not found")
     alpaca = tmp_path / "alpaca.jsonl"
-    rows = json.loads(subprocess.run(["zstd", "-dc", str(shared_data / "sft" / "llamafactory_alpaca_en_demo.json.zst")],
-                                     capture_output=True, check=True).stdout)
+    rows = json.loads(
+        subprocess.run(
+            ["zstd", "-dc", str(shared_data / "sft" / "llamafactory_alpaca_en_demo.json.zst")],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
     alpaca.write_text("".join(json.dumps(r) + "\n" for r in rows[:300]))
     sft = tmp_path / "mine" / "sft.yaml"
     assert run("new", "sft", str(sft), "--source", str(alpaca)).returncode == 0

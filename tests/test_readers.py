@@ -59,7 +59,8 @@ def test_nested_json_keeps_structure(shared_data):
 
 
 def test_malformed_jsonl_lines_are_located(shared_data, tmp_path):
-    lines = gzip.open(shared_data / "bench" / "HumanEval.jsonl.gz", "rt").read().splitlines()[:20]
+    with gzip.open(shared_data / "bench" / "HumanEval.jsonl.gz", "rt") as handle:
+        lines = handle.read().splitlines()[:20]
     lines[6] = lines[6][: len(lines[6]) // 2]  # truncated object on line 7
     lines[11] = "[1, 2, 3]"  # valid JSON, not an object, line 12
     path = tmp_path / "bad.jsonl.zst"
@@ -89,7 +90,9 @@ def test_unknown_extension_is_one_clear_error(tmp_path):
 def test_hf_saved_dataset_folder(shared_data, tmp_path):
     import datasets
 
-    ds = datasets.load_dataset("json", data_files=str(shared_data / "bench" / "gsm8k_test.jsonl"), split="train")
+    ds = datasets.load_dataset(
+        "json", data_files=str(shared_data / "bench" / "gsm8k_test.jsonl"), split="train"
+    )
     ds.select(range(50)).save_to_disk(str(tmp_path / "saved"))
     batches, rows, _ = _read(tmp_path / "saved", batch_size=20)
     assert rows == 50

@@ -88,7 +88,7 @@ def test_top_level_type_errors_name_the_field(write_recipe):
 
 def test_override_errors_are_one_line():
     raw = {"steps": [{"step": "x"}]}
-    with pytest.raises(DsforgeError, match="steps.5 is not an index of a list of 1"):
+    with pytest.raises(DsforgeError, match=r"steps\.5 is not an index of a list of 1"):
         apply_override(raw, "steps.5.min=3")
     with pytest.raises(DsforgeError, match="expected KEY=VALUE"):
         apply_override(raw, "steps.0.min")

@@ -90,5 +90,7 @@ def render_card(loaded: LoadedRecipe, stats: dict[str, Any], output_info: dict[s
     return "\n\n".join(parts) + "\n"
 
 
-def write_card(folder: Path, loaded: LoadedRecipe, stats: dict[str, Any], output_info: dict[str, Any]) -> None:
+def write_card(
+    folder: Path, loaded: LoadedRecipe, stats: dict[str, Any], output_info: dict[str, Any]
+) -> None:
     write_text_atomic(folder / "README.md", render_card(loaded, stats, output_info))

@@ -43,7 +43,7 @@ def open_binary(path: Path) -> IO[bytes]:
 
         raw = open(path, "rb")  # noqa: SIM115 - closed by the wrapping reader
         return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
-    return open(path, "rb")  # noqa: SIM115
+    return open(path, "rb")
 
 
 def _strip_compression(name: str) -> str:
@@ -141,7 +141,9 @@ def read_jsonl(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
     except (OSError, EOFError) as exc:
         if lines:
             yield _parse_jsonl_chunk(lines, numbers, label)
-        yield RawBatch(pl.DataFrame(), [f"{label}:{(numbers or [0])[-1] + 1}: truncated or corrupt file ({exc})"])
+        yield RawBatch(
+            pl.DataFrame(), [f"{label}:{(numbers or [0])[-1] + 1}: truncated or corrupt file ({exc})"]
+        )
         return
     except Exception as exc:  # zstandard raises its own error type
         if "zstd" in type(exc).__module__.lower() or "Zstd" in type(exc).__name__:
@@ -177,7 +179,9 @@ def read_json_array(path: Path, batch_size: int, label: str) -> Iterator[RawBatc
             if isinstance(item, dict):
                 good.append(orjson.dumps(item))
             else:
-                errors.append(f"{label}:[{start + offset}]: expected a JSON object, got {type(item).__name__}")
+                errors.append(
+                    f"{label}:[{start + offset}]: expected a JSON object, got {type(item).__name__}"
+                )
         frame = frame_from_json_lines(good) if good else pl.DataFrame()
         yield RawBatch(frame, errors)
 

@@ -31,8 +31,17 @@ def parse_size(value: int | str) -> int:
     if not match:
         raise ValueError(f"not a size: {value!r} (e.g. 500MB, 2GB)")
     number, unit = float(match.group(1)), (match.group(2) or "b").rstrip("b")
-    scale = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-             "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}[unit]
+    scale = {
+        "": 1,
+        "k": 10**3,
+        "m": 10**6,
+        "g": 10**9,
+        "t": 10**12,
+        "ki": 2**10,
+        "mi": 2**20,
+        "gi": 2**30,
+        "ti": 2**40,
+    }[unit]
     return int(number * scale)
 
 
@@ -199,7 +208,7 @@ class JsonlSink(_TableSink):
 
     def _writer(self, dest: Path, plan: _ShardPlan, schema: pl.Schema) -> _ShardedWriter:
         def open_file(path: Path):
-            return open(path, "wb")  # noqa: SIM115 - closed by the sharded writer
+            return open(path, "wb")
 
         def write_frame(handle, frame: pl.DataFrame) -> None:
             if frame.height:

@@ -42,7 +42,12 @@ def _raw_batches(spec: SourceSpec, files: list[Path], batch_size: int) -> Iterat
         return
     for path in files:
         yield from read_file(
-            path, spec.format, batch_size, text_mode=spec.text_mode, text_field=spec.text_field, split=spec.split
+            path,
+            spec.format,
+            batch_size,
+            text_mode=spec.text_mode,
+            text_field=spec.text_field,
+            split=spec.split,
         )
 
 
@@ -62,11 +67,15 @@ def _map_fields(frame: pl.DataFrame, spec: SourceSpec, where: str) -> pl.DataFra
                 expr = expr.struct.field(part)
             exprs.append(expr.alias(new))
         renamed = set(spec.fields.values())
-        frame = frame.with_columns(exprs).drop([c for c in renamed if c in frame.columns and c not in spec.fields])
+        frame = frame.with_columns(exprs).drop(
+            [c for c in renamed if c in frame.columns and c not in spec.fields]
+        )
     if spec.columns is not None:
         missing = [c for c in spec.columns if c not in frame.columns]
         if missing:
-            raise InputError(f"{where}.columns: input has no field {missing[0]!r} (fields: {', '.join(frame.columns)})")
+            raise InputError(
+                f"{where}.columns: input has no field {missing[0]!r} (fields: {', '.join(frame.columns)})"
+            )
         frame = frame.select(spec.columns)
     return frame
 
@@ -127,5 +136,7 @@ def iter_source(
             break
     if stats.rows_read == 0:
         origin = spec.hf or ", ".join(str(f) for f in files[:3]) or spec.path
-        detail = f" ({stats.malformed} malformed records, e.g. {stats.examples[0]})" if stats.malformed else ""
+        detail = (
+            f" ({stats.malformed} malformed records, e.g. {stats.examples[0]})" if stats.malformed else ""
+        )
         raise InputError(f"{where}: empty input: no records in {origin}{detail}")

@@ -64,7 +64,7 @@ class Step(BaseModel):
     def is_global(self) -> bool:
         return False
 
-    def setup(self) -> None:  # noqa: B027 - optional hook
+    def setup(self) -> None:
         """Load heavy resources (tokenizers, models) once per process, lazily."""
 
     def fingerprint_extra(self) -> str:

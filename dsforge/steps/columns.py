@@ -85,9 +85,17 @@ class LengthFilter(Filter):
         length = self._length()
         reason = pl.lit(None, dtype=pl.String)
         if self.max is not None:
-            reason = pl.when(length > self.max).then(pl.lit(f"longer than {self.max} {self.unit}")).otherwise(reason)
+            reason = (
+                pl.when(length > self.max)
+                .then(pl.lit(f"longer than {self.max} {self.unit}"))
+                .otherwise(reason)
+            )
         if self.min is not None:
-            reason = pl.when(length < self.min).then(pl.lit(f"shorter than {self.min} {self.unit}")).otherwise(reason)
+            reason = (
+                pl.when(length < self.min)
+                .then(pl.lit(f"shorter than {self.min} {self.unit}"))
+                .otherwise(reason)
+            )
         return reason
 
 

@@ -54,7 +54,9 @@ class DedupExact(GlobalStep):
             keep = first.slice(offset, batch.height)
             offset += batch.height
             yield batch.with_columns(
-                pl.when(pl.lit(keep)).then(pl.lit(None, dtype=pl.String)).otherwise(pl.lit("duplicate"))
+                pl.when(pl.lit(keep))
+                .then(pl.lit(None, dtype=pl.String))
+                .otherwise(pl.lit("duplicate"))
                 .alias(DROP_COLUMN)
             )
 
