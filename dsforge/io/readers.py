@@ -198,8 +198,14 @@ def read_parquet(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
 
 
 def read_csv(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
+    """CSV/TSV; plain files stream in batches, compressed ones are decompressed in memory first."""
     separator = "\t" if _strip_compression(path.name.lower()).endswith(".tsv") else ","
     try:
+        if _strip_compression(path.name.lower()) == path.name.lower():
+            scan = pl.scan_csv(path, separator=separator, infer_schema_length=10000)
+            for frame in scan.collect_batches(chunk_size=batch_size):
+                yield RawBatch(frame)
+            return
         with open_binary(path) as stream:
             frame = pl.read_csv(stream.read(), separator=separator, infer_schema_length=10000)
     except Exception as exc:
