@@ -125,6 +125,23 @@ def push(
     _console().print(f"pushed {folder} to {url}")
 
 
+@app.command()
+def verify(
+    shards: Annotated[Path, typer.Argument(help="Megatron prefix or folder, or packed_parquet folder")],
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer folder or Hub id")] = None,
+    samples: Annotated[int, typer.Option(help="documents to decode and show (with --tokenizer)", min=0)] = 2,
+    eos: Annotated[bool, typer.Option("--eos/--no-eos", help="require EOS at document boundaries")] = True,
+) -> None:
+    """Check token shards (dtype, counts, index pointers, EOS at boundaries); exit 1 on any inconsistency."""
+    from dsforge.tokens.verify import verify_shards
+
+    report = verify_shards(shards, tokenizer=tokenizer, samples=samples, require_eos=eos)
+    console = _console()
+    for line in report.lines:
+        console.print(line, markup=False)
+    report.raise_if_failed()
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line and exit code 2, never a traceback."""
     from dsforge.errors import DsforgeError
