@@ -1,0 +1,1 @@
+"""Benchmark decontamination: benchmark loaders, a hashed word n-gram index and the decontaminate step."""
