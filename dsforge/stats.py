@@ -111,6 +111,8 @@ def print_funnel(stats: dict[str, Any], console) -> None:
         )
     console.print(sources)
     for source in stats["sources"]:
+        for reason, count in source.get("skipped", {}).items():
+            console.print(f"  [dim]passed over[/dim] {source['name']}: {count:,} {reason}", highlight=False)
         for example in source["malformed_examples"][:5]:
             console.print(f"  [yellow]skipped[/yellow] {example}", highlight=False)
     table = Table(title="funnel", title_justify="left")

@@ -26,8 +26,13 @@ MAX_ERROR_EXAMPLES = 20
 
 @dataclass
 class RawBatch:
+    """A batch of records, the ``file:line`` of records that could not be read (``errors``), and
+    counts of records deliberately passed over by kind (``skipped``: e.g. non-HTML WARC records),
+    which are not mistakes and never stop a build."""
+
     frame: pl.DataFrame
     errors: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- opening files
@@ -55,6 +60,7 @@ def _strip_compression(name: str) -> str:
 
 def detect_format(path: Path) -> str:
     """Map a file (or folder) to a reader name by its extension."""
+    reader_names()  # registered readers (e.g. WARC) live in step packages
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             return "hf_disk"

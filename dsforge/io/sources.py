@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class SourceStats:
     rows_emitted: int = 0
     malformed: int = 0
     examples: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict:
         return {
@@ -33,6 +35,7 @@ class SourceStats:
             "rows_emitted": self.rows_emitted,
             "malformed": self.malformed,
             "malformed_examples": self.examples,
+            "skipped": dict(sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
 
@@ -112,6 +115,7 @@ def iter_source(
     rng = np.random.default_rng([seed, index])
     cap_read = limit
     for raw in _raw_batches(spec, files, batch_size):
+        stats.skipped.update(raw.skipped)
         if raw.errors:
             if spec.on_error == "fail":
                 raise InputError(raw.errors[0])

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class _Batcher:
         self.html: dict[str, list] = {k: [] for k in HTML_SCHEMA}
         self.text: dict[str, list] = {k: [] for k in TEXT_SCHEMA}
         self.errors: list[str] = []
+        self.skipped: Counter[str] = Counter()
 
     def add(self, kind: str, row: dict) -> None:
         columns = self.html if kind == "html" else self.text
@@ -81,14 +83,15 @@ class _Batcher:
 
     def flush(self) -> Iterator[RawBatch]:
         errors, self.errors = self.errors, []
+        skipped, self.skipped = dict(self.skipped), Counter()
         for columns, schema in ((self.html, HTML_SCHEMA), (self.text, TEXT_SCHEMA)):
             if columns["warc_record_id"]:
-                yield RawBatch(pl.DataFrame(columns, schema=schema), errors)
-                errors = []
+                yield RawBatch(pl.DataFrame(columns, schema=schema), errors, skipped)
+                errors, skipped = [], {}
                 for values in columns.values():
                     values.clear()
-        if errors:
-            yield RawBatch(pl.DataFrame(), errors)
+        if errors or skipped:
+            yield RawBatch(pl.DataFrame(), errors, skipped)
 
 
 def _record_row(record) -> dict:
@@ -166,10 +169,11 @@ def read_warc(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
                 )
                 break
             if record.rec_type in PROTOCOL_RECORDS:
+                batcher.skipped[f"{record.rec_type} record"] += 1
                 continue
             kind, detail = _classify(record, payload)
             if kind is None:
-                batcher.errors.append(f"{label}:record {number}: skipped, {detail}")
+                batcher.skipped[detail] += 1
             elif kind == "html":
                 row = _record_row(record)
                 row.update(html=payload, charset=_charset(detail), content_type=detail)
