@@ -7,14 +7,12 @@
   is done by ``extract_html`` in the worker processes, and the same step also reads the raw
   bytes of parquet HTML dumps.
 * WET ``conversion`` records become rows with ``text`` (UTF-8) plus the same metadata.
-* Protocol records that can never hold a document (``warcinfo``, ``request``, ``metadata``,
-  ``revisit``, ``continuation``) are passed over silently: a Common Crawl file has two of them
-  per response, and counting them would bury the real problems.
-* Records that could hold a document but are skipped (a PDF or image response, a redirect or
-  404, a plain-text resource) are reported as ``file:record N: skipped, ...`` lines; corrupt or
-  truncated records as ``file:record N: corrupt ...`` / ``truncated ...`` lines. Both land in the
-  source's error count of the funnel (the reader API has one channel for them), and reading
-  goes on: a truncated ``.warc.gz`` yields every complete record before the cut.
+* Records passed over are counted by kind in the funnel's ``skipped`` counts, apart from errors:
+  protocol records that never hold a document (``warcinfo``, ``request``, ``metadata``…) and
+  records that could but are not HTML or not a success (a PDF, a redirect, a 404).
+* Corrupt or truncated records are errors, reported as ``file:record N: corrupt ...`` /
+  ``truncated ...`` lines; reading goes on where it can: a truncated ``.warc.gz`` yields every
+  complete record before the cut.
 """
 
 from __future__ import annotations
