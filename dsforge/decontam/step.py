@@ -2,8 +2,10 @@
 
 Text comes from plain string columns, lists of strings, or chat ``messages`` columns (a list of
 ``{role, content}`` structs; only turns whose role is in ``roles`` are checked). Every piece of
-text is matched on its own (n-grams never span two turns or two columns), then the hits are
-summed per row and benchmark item. A row is contaminated by an item when it shares at least
+text is matched on its own (n-grams never span two turns or two columns; ``join_columns: true``
+joins the string columns with a newline first, e.g. an Alpaca instruction and its input, which
+benchmarks such as AlpacaEval store as one prompt), then the hits are summed per row and
+benchmark item. A row is contaminated by an item when it shares at least
 ``min_overlap`` distinct grams with it and, if ``min_fraction`` is set, at least that fraction
 of the item's distinct grams.
 
@@ -39,6 +41,7 @@ class Decontaminate(Transform):
     benchmarks: list[BenchmarkSpec] = Field(min_length=1)
     ngram: int = Field(13, ge=1, le=64)
     columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    join_columns: bool = Field(False, description="match the text columns joined as one text per row")
     roles: list[str] = Field(default_factory=lambda: ["user"], min_length=1)
     min_overlap: int = Field(1, ge=1)
     min_fraction: float | None = Field(None, gt=0, le=1)
@@ -102,7 +105,13 @@ class Decontaminate(Transform):
         require_columns(self, batch, self.columns)
         rows = batch.select(self.columns).with_row_index(ROW)
         pieces = []
-        for column in self.columns:
+        columns = self.columns
+        if self.join_columns:
+            strings = [c for c in columns if batch.schema[c] == pl.String]
+            joined = pl.concat_str(strings, separator="\n", ignore_nulls=True).alias("text")
+            pieces.append(rows.select(ROW, joined))
+            columns = [c for c in columns if c not in strings]
+        for column in columns:
             dtype = batch.schema[column]
             part = rows.select(ROW, pl.col(column).alias("text"))
             if dtype == pl.String:

@@ -12,7 +12,9 @@ context:
   are left alone). Without look-around the pattern consumes one context character on each side
   and puts it back (``${pre}<IP>${post}``); two IPs separated by a single character would then
   share that character, so the IP rule runs twice (the second pass finds the ones the first
-  skipped; two passes always suffice).
+  skipped; two passes always suffice). A dotted quad right after a version word ("version
+  1.2.3.4", "build 10.1.0.3") is not an address; other 4-part version numbers whose parts are all
+  <= 255 are indistinguishable from IPs and do get masked.
 * **Phones** need visible phone structure: North-American ``(555) 123-4567`` / ``555-123-4567`` /
   ``+1 555 123 4567`` (separators required), international numbers starting with ``+`` and
   2-5 digit groups, or national numbers with a trunk ``0`` and spaced groups (``020 7393 1500``).
@@ -73,6 +75,10 @@ PHONE_PATTERN = f"(?:{_INTERNATIONAL}|{_E164}|{_NANP}|{_NATIONAL_TRUNK})"
 DEFAULT_PLACEHOLDERS: dict[str, str] = {"email": "<EMAIL>", "ip": "<IP_ADDRESS>", "phone": "<PHONE>"}
 
 _IP_LEFT = r"(^|[^\w.:])"
+#: "version 1.2.3.4": a dotted number after a version word is shielded from the IP rule by a
+#: temporary word-character prefix (a private-use code point + "_"), removed afterwards.
+_VERSION_WORD = r"(?i)\b((?:version|ver|release|build|firmware|kernel|rev|v)\.?\s*)(\d)"
+_SHIELD = "\ue000_"
 _IP_RIGHT = r"(\.?(?:[^\w.:]|$))"
 
 
@@ -229,6 +235,9 @@ class Pii(Transform):
     def _mask_ips(self, batch: pl.DataFrame) -> pl.DataFrame:
         replacement = "${1}" + _escape_replacement(self.ip_placeholder) + "${2}"
         count = pl.lit(0, dtype=pl.UInt32)
+        batch = batch.with_columns(
+            pl.col(self.column).str.replace_all(_VERSION_WORD, "${1}" + _SHIELD + "${2}")
+        )
         for pattern in (public_ipv4_regex(), public_ipv6_regex()):
             full = f"{_IP_LEFT}{pattern}{_IP_RIGHT}"
             for _ in range(2):  # see the module docstring: the second pass finds neighbours
@@ -237,4 +246,5 @@ class Pii(Transform):
                     (count + pl.col(self.column).str.count_matches(full)).alias("__pii_ip_count"),
                 )
                 count = pl.col("__pii_ip_count")
+        batch = batch.with_columns(pl.col(self.column).str.replace_all(_SHIELD, "", literal=True))
         return batch.rename({"__pii_ip_count": f"{METRIC_PREFIX}pii_ip"})
