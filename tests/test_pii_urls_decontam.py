@@ -206,6 +206,10 @@ def test_url_filter_missing_urls_and_missing_column() -> None:
     assert out.get_column("__drop__").to_list() == ["url_blocked_domain", "url_missing", "url_missing", None]
     kept = UrlFilter(domains=["example.com"]).process(batch).get_column("__drop__").to_list()
     assert kept == ["url_blocked_domain", None, None, None]
+    nothing = UrlFilter(domains=["example.com"]).process(batch.slice(3))  # no row blocked at all
+    assert (
+        nothing.get_column("__drop__").dtype == pl.String and nothing.get_column("__drop__").null_count() == 1
+    )
     with pytest.raises(DsforgeError, match=r"steps\.0 \(url_filter\): no column 'url'"):
         UrlFilter(domains=["example.com"]).process(pl.DataFrame({"text": ["x"]}))
     with pytest.raises(ValueError):

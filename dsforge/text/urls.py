@@ -168,9 +168,13 @@ class UrlFilter(Filter):
             domain_hit |= _member(probes.get_column(f"s{k}"), self._domain_hashes)
         url_hit = _member(probes.get_column("url_hash"), self._url_hashes) & ~missing
         banned = probes.to_series(2).fill_null(False).to_numpy()
-        reason = np.full(batch.height, None, dtype=object)
-        reason[banned] = "url_blocked_substring"
-        reason[url_hit] = "url_blocked_url"
-        reason[domain_hit] = "url_blocked_domain"
-        reason[missing] = "url_missing" if self.drop_missing else None
-        return pl.Series("reason", reason, dtype=pl.String)
+        rules = [
+            ("url_missing", missing if self.drop_missing else np.zeros_like(missing)),
+            ("url_blocked_domain", domain_hit),
+            ("url_blocked_url", url_hit),
+            ("url_blocked_substring", banned),
+        ]
+        reason = pl.lit(None, dtype=pl.String)
+        for label, mask in reversed(rules):  # the first rule that applies names the reason
+            reason = pl.when(pl.lit(pl.Series(mask, dtype=pl.Boolean))).then(pl.lit(label)).otherwise(reason)
+        return batch.select(reason.alias("reason")).to_series()
