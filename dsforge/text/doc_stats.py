@@ -1,0 +1,304 @@
+# ruff: noqa: RUF001 - tables of look-alike punctuation characters
+"""Document statistics the web-text quality filters decide on, computed once per batch on columns.
+
+Every function takes a batch of texts (a String Series) and returns one row per document, in order.
+Line and word statistics come from polars string expressions, or from exploding texts into
+(doc, line) / (doc, word) rows and grouping back; the only Python loop left is the greedy
+"duplicated n-gram characters" walk (`duplicated_ngram_chars`), run only on the documents that
+repeat an n-gram at all.
+
+The definitions follow datatrove's filters exactly (Python's ``str.splitlines``/``str.strip``
+whitespace, spaCy's English words from :mod:`dsforge.text.words`), so thresholds mean the same.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from dsforge.text.words import split_words
+
+#: Python's whitespace (``str.isspace``), which is what ``str.strip()``/``str.split()`` remove.
+PY_WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+#: The same as a regex class: Rust's ``\s`` lacks the four information separators \x1c-\x1f.
+WS = r"[\s\x1c-\x1f]"
+#: A whitespace-separated word (what ``str.split()`` returns) or spaCy chunk.
+WS_RUN = r"[^\s\x1c-\x1f]+"
+#: What ``str.splitlines`` breaks on (besides \n), so it can be rewritten to \n first.
+LINE_BREAKS = r"\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\x{2028}\x{2029}]"
+
+#: datatrove's TERMINAL_PUNCTUATION: Unicode Sentence_Terminal (as of its table) plus three Khmer signs.
+TERMINAL_PUNCTUATION = (
+    r"[\p{Sentence_Terminal}\x{17D6}\x{17D9}\x{17DA}--[\x{1B4E}\x{1B4F}\x{1B7F}\x{2024}\x{2CF9}-\x{2CFB}"
+    r"\x{FE12}\x{FE15}\x{FE16}\x{113D4}\x{113D5}\x{16D6E}\x{16D6F}]]"
+)
+#: datatrove's PUNCTUATION (ASCII and CJK punctuation, a few symbols, C0/C1 controls but tab/newline).
+_PUNCTUATION_CHARS = (
+    "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
+)
+_PUNCTUATION_CLASS = (
+    "".join("\\" + c if c in "\\[]^-&~|" else c for c in _PUNCTUATION_CHARS)
+    + r"\x00-\x08\x0b\x0c\x0d-\x1f\x7f-\x9f"
+)
+#: A word with a character outside PUNCTUATION ∪ TERMINAL_PUNCTUATION is a "non-symbol" word.
+NON_SYMBOL_CHAR = r"[^" + _PUNCTUATION_CLASS + r"[" + TERMINAL_PUNCTUATION[1:-1] + "]]"
+
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+# --------------------------------------------------------------------------- helpers
+def py_strip(expr: pl.Expr) -> pl.Expr:
+    """``str.strip()`` with Python's whitespace."""
+    return expr.str.strip_chars(PY_WHITESPACE)
+
+
+def py_splitlines(expr: pl.Expr) -> pl.Expr:
+    """``str.splitlines()`` as a List[String] expression (no trailing empty line, [] for "")."""
+    normalized = expr.str.replace_all(LINE_BREAKS, "\n").str.strip_suffix("\n")
+    return (
+        pl.when(expr == "").then(pl.lit([], dtype=pl.List(pl.String))).otherwise(normalized.str.split("\n"))
+    )
+
+
+def explode_items(texts: pl.Series, items: pl.Expr) -> pl.DataFrame:
+    """(doc, item) rows for a list expression over the texts; documents without items have no rows."""
+    return (
+        pl.DataFrame({"text": texts})
+        .with_row_index("doc")
+        .select("doc", item=items)
+        .explode("item")
+        .drop_nulls("item")
+    )
+
+
+def per_doc(n_docs: int, frame: pl.DataFrame, fill: dict[str, object]) -> pl.DataFrame:
+    """Align a (doc, ...) aggregate to every document 0..n_docs-1, filling documents it lacks."""
+    docs = pl.DataFrame({"doc": pl.arange(0, n_docs, dtype=pl.UInt32, eager=True)})
+    out = docs.join(
+        frame.with_columns(pl.col("doc").cast(pl.UInt32)), on="doc", how="left", maintain_order="left"
+    )
+    return out.with_columns([pl.col(c).fill_null(v) for c, v in fill.items()])
+
+
+def duplicate_stats(items: pl.DataFrame, n_docs: int) -> pl.DataFrame:
+    """Per doc: items, repeated items (every occurrence after the first) and their characters.
+
+    datatrove's ``find_duplicates``: a set of seen elements, counting each element already seen.
+    """
+    grouped = items.group_by("doc", "item").agg(count=pl.len(), chars=pl.col("item").first().str.len_chars())
+    totals = grouped.group_by("doc").agg(
+        n_items=pl.col("count").sum(),
+        dup_items=(pl.col("count") - 1).sum(),
+        dup_chars=((pl.col("count") - 1) * pl.col("chars")).sum(),
+    )
+    return per_doc(n_docs, totals, {"n_items": 0, "dup_items": 0, "dup_chars": 0}).drop("doc")
+
+
+def word_rows(texts: pl.Series) -> pl.DataFrame:
+    """(doc, token, chars) rows: the words datatrove's ``split_into_words`` gives for each text."""
+    words = split_words(texts)
+    return words.with_columns(chars=pl.col("token").str.len_chars())
+
+
+# --------------------------------------------------------------------------- Gopher quality
+def gopher_word_stats(words: pl.DataFrame, n_docs: int, stop_words: Sequence[str]) -> pl.DataFrame:
+    """Per doc: words, non-symbol words and their characters, words with a letter, distinct stop words."""
+    token = pl.col("token")
+    non_symbol = token.str.contains(NON_SYMBOL_CHAR)
+    totals = words.group_by("doc").agg(
+        n_words=pl.len(),
+        n_non_symbol=non_symbol.sum(),
+        non_symbol_chars=pl.col("chars").filter(non_symbol).sum(),
+        n_alpha=token.str.contains(r"\p{L}").sum(),
+        n_stop_words=token.filter(token.is_in(list(stop_words))).n_unique(),
+    )
+    fill = dict.fromkeys(["n_words", "n_non_symbol", "non_symbol_chars", "n_alpha", "n_stop_words"], 0)
+    return per_doc(n_docs, totals, fill).drop("doc")
+
+
+def gopher_line_stats(texts: pl.Series) -> pl.DataFrame:
+    """Per doc: '#' and ellipsis counts, lines (splitlines), lines opening with a bullet / ending in '...'."""
+    text = pl.col("text")
+    lines = text.str.replace_all(LINE_BREAKS, "\n").str.strip_suffix("\n")
+    inline_ws = r"[^\S\n\x1c-\x1e]|\x1f"  # whitespace that cannot end a line once breaks are \n
+    return pl.DataFrame({"text": texts}).select(
+        hashes=text.str.count_matches("#", literal=True),
+        ellipses=text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True),
+        n_lines=pl.when(text == "").then(0).otherwise(lines.str.count_matches("\n", literal=True) + 1),
+        bullet_lines=lines.str.count_matches(r"(?m)^(?:" + inline_ws + r")*[•\-]"),
+        ellipsis_lines=lines.str.count_matches(r"(?m)(?:\.\.\.|…)(?:" + inline_ws + r")*$"),
+    )
+
+
+# --------------------------------------------------------------------------- Gopher repetition
+def paragraph_and_line_duplicates(texts: pl.Series) -> pl.DataFrame:
+    """Per doc: duplicated paragraphs (split on \\n\\n+) and lines (split on \\n+), counts and characters."""
+    n_docs = len(texts)
+    paragraphs = explode_items(texts, py_strip(pl.col("text")).str.extract_all(r"[^\n]+(?:\n[^\n]+)*"))
+    para = duplicate_stats(paragraphs, n_docs)
+    lines = duplicate_stats(explode_items(texts, pl.col("text").str.extract_all(r"[^\n]+")), n_docs)
+    text = pl.col("text")
+    # re.split("\n+") also yields "" before a leading and after a trailing newline run
+    edges = pl.DataFrame({"text": texts}).select(
+        empty=text.str.starts_with("\n").cast(pl.Int64) + text.str.ends_with("\n").cast(pl.Int64),
+        text_chars=text.str.len_chars(),
+    )
+    return pl.DataFrame(
+        {
+            # re.split on a stripped empty text gives one empty paragraph
+            "n_paragraphs": para["n_items"].clip(lower_bound=1),
+            "dup_paragraphs": para["dup_items"],
+            "dup_paragraph_chars": para["dup_chars"],
+            "n_lines": lines["n_items"] + edges["empty"],
+            "dup_lines": lines["dup_items"] + (edges["empty"] - 1).clip(lower_bound=0),
+            "dup_line_chars": lines["dup_chars"],
+            "text_chars": edges["text_chars"],
+        }
+    )
+
+
+class NgramIndex:
+    """Hashes of every word n-gram of every document, for n = 1..max_n, built once from word rows.
+
+    Cost: one uint64 per word per n plus the word arrays — about 8·max_n bytes per word.
+    Two n-grams are equal when their word tuples are (64-bit polynomial hash of word hashes).
+    """
+
+    def __init__(self, words: pl.DataFrame, n_docs: int, max_n: int) -> None:
+        self.n_docs = n_docs
+        self.doc = words.get_column("doc").to_numpy().astype(np.int64)
+        self.chars = words.get_column("chars").to_numpy().astype(np.int64)
+        self.char_cumsum = np.concatenate([[0], np.cumsum(self.chars)])
+        word_hash = words.get_column("token").hash(seed=7).to_numpy()
+        self.keys = {1: word_hash}
+        with np.errstate(over="ignore"):
+            for n in range(2, max_n + 1):
+                previous = self.keys[n - 1][:-1]
+                self.keys[n] = previous * _HASH_MULTIPLIER + word_hash[n - 1 :]
+        self.doc_start = np.searchsorted(self.doc, np.arange(n_docs + 1))
+
+    def frame(self, n: int) -> pl.DataFrame:
+        """(doc, pos, key, chars) for every n-gram lying inside one document (pos = word index in doc)."""
+        keys = self.keys[n]
+        start = np.arange(len(keys))
+        inside = self.doc[start] == self.doc[start + n - 1] if len(keys) else np.zeros(0, dtype=bool)
+        start = start[inside]
+        doc = self.doc[start]
+        return pl.DataFrame(
+            {
+                "doc": doc,
+                "pos": start - self.doc_start[doc],
+                "key": keys[start],
+                "chars": self.char_cumsum[start + n] - self.char_cumsum[start],
+            }
+        )
+
+
+def top_ngram_chars(index: NgramIndex, n: int) -> pl.Series:
+    """Per doc: characters of the most frequent n-gram (words joined by spaces) × its count.
+
+    Ties go to the n-gram seen first, as ``Counter.most_common(1)`` does. Null when the document
+    has fewer than n words (datatrove skips the rule then).
+    """
+    grams = index.frame(n)
+    per_gram = grams.group_by("doc", "key").agg(
+        count=pl.len(), first=pl.col("pos").min(), chars=pl.col("chars").first() + (n - 1)
+    )
+    top = per_gram.group_by("doc").agg(
+        top=(pl.col("count") * pl.col("chars")).sort_by(["count", "first"], descending=[True, False]).first()
+    )
+    return per_doc(index.n_docs, top, {}).get_column("top")
+
+
+def duplicated_ngram_chars(index: NgramIndex, n: int, docs: np.ndarray) -> np.ndarray:
+    """For the given docs: characters in repeated n-grams by datatrove's greedy walk (``find_all_duplicate``).
+
+    The walk visits positions left to right; a visited n-gram already seen counts its characters
+    (words concatenated) and makes the walk jump n words ahead, so the words it covers are never
+    visited. An n-gram whose key occurs only once per document can never count, so the walk only
+    stops at *candidates* (positions whose n-gram occurred earlier): the n-gram at a candidate was
+    seen iff an earlier candidate with the same key was visited, or its first occurrence was not
+    skipped. Documents without candidates (most) cost no Python work.
+    """
+    result = np.zeros(len(docs), dtype=np.int64)
+    if not len(docs):
+        return result
+    grams = index.frame(n).filter(pl.col("doc").is_in(docs))
+    grams = grams.with_columns(first=pl.col("pos").min().over("doc", "key")).filter(
+        pl.col("pos") > pl.col("first")
+    )
+    if not grams.height:
+        return result
+    slot = {int(d): i for i, d in enumerate(docs)}
+    for (doc,), part in grams.sort("doc", "pos").group_by("doc", maintain_order=True):
+        result[slot[int(doc)]] = _greedy_walk(
+            part.get_column("pos").to_list(),
+            part.get_column("first").to_list(),
+            part.get_column("key").to_list(),
+            part.get_column("chars").to_list(),
+            n,
+        )
+    return result
+
+
+def _greedy_walk(positions: list[int], firsts: list[int], keys: list[int], chars: list[int], n: int) -> int:
+    repeated, next_free = 0, 0
+    visited_keys: set[int] = set()
+    skip_starts: list[int] = []  # skipped windows [start, start + n - 2], increasing and disjoint
+    for position, first, key, length in zip(positions, firsts, keys, chars, strict=True):
+        if position < next_free:
+            continue
+        window = bisect_right(skip_starts, first) - 1
+        first_skipped = window >= 0 and first <= skip_starts[window] + n - 2
+        if key in visited_keys or not first_skipped:
+            repeated += length
+            next_free = position + n
+            skip_starts.append(position + 1)
+        visited_keys.add(key)
+    return repeated
+
+
+# --------------------------------------------------------------------------- FineWeb
+def fineweb_line_stats(texts: pl.Series, stop_chars: Sequence[str] | None) -> pl.DataFrame:
+    """Per doc over its non-blank lines (split on \\n): count, ending in a stop char, ≤ N chars, duplicates."""
+    lines = explode_items(texts, pl.col("text").str.split("\n")).filter(
+        pl.col("item").str.contains(r"[^\s\x1c-\x1f]")
+    )
+    item = pl.col("item")
+    if stop_chars is None:
+        ends = item.str.contains(TERMINAL_PUNCTUATION + "$")
+    else:
+        ends = pl.any_horizontal([item.str.ends_with(c) for c in stop_chars]) if stop_chars else pl.lit(False)
+    return lines.with_columns(ends=ends, chars=item.str.len_chars())
+
+
+# --------------------------------------------------------------------------- sentences (C4)
+#: spaCy's sentencizer splits after these tokens (its default punct_chars; single characters).
+SENTENCE_PUNCT = (
+    "!.?։؟۔܀܁܂߹।॥၊။።፧፨᙮᜵᜶᠃᠉᥄᥅᪨᪩᪪᪫᭚᭛᭞᭟᰻᰼᱾᱿‼‽⁇⁈⁉⸮⸼꓿꘎꘏꛳꛷꡶꡷꣎꣏꤯꧈꧉꩝꩞꩟꫰꫱꯫﹒﹖﹗！．？𐩖𐩗𑁇𑁈𑂾𑂿𑃀𑃁𑅁𑅂𑅃𑇅𑇆𑇍𑇞𑇟𑈸𑈹𑈻𑈼𑊩𑑋𑑌𑗂𑗃𑗉𑗊𑗋𑗌𑗍𑗎"
+    "𑗏𑗐𑗑𑗒𑗓𑗔𑗕𑗖𑗗𑙁𑙂𑜼𑜽𑜾𑩂𑩃𑪛𑪜𑱁𑱂𖩮𖩯𖫵𖬷𖬸𖭄𛲟𝪈｡。"
+)
+
+
+def sentence_counts(texts: pl.Series) -> pl.Series:
+    """Sentences spaCy's sentencizer finds in each text (what datatrove's ``split_into_sentences`` counts).
+
+    A sentence starts at the first word after a sentence-ending token, once any further
+    punctuation tokens are passed: with each word classed E (in ``SENTENCE_PUNCT``), P (other
+    all-punctuation token) or W, the count is 1 + the matches of ``E[EP]*W``.
+    """
+    words = split_words(texts)
+    token = pl.col("token")
+    kind = (
+        pl.when(token.is_in(list(SENTENCE_PUNCT)))
+        .then(pl.lit("E"))
+        .when(token.str.contains(r"^\p{P}+$"))
+        .then(pl.lit("P"))
+        .otherwise(pl.lit("W"))
+    )
+    shapes = words.group_by("doc", maintain_order=True).agg(shape=kind.str.join(""))
+    counts = shapes.select("doc", count=pl.col("shape").str.count_matches("E[EP]*W") + 1)
+    return per_doc(len(texts), counts, {"count": 0}).get_column("count")
