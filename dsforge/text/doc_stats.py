@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001 - tables of look-alike punctuation characters
+# ruff: noqa: RUF001, RUF002, RUF003 - tables of look-alike punctuation characters
 """Document statistics the web-text quality filters decide on, computed once per batch on columns.
 
 Every function takes a batch of texts (a String Series) and returns one row per document, in order.
@@ -263,7 +263,7 @@ def _greedy_walk(positions: list[int], firsts: list[int], keys: list[int], chars
 
 # --------------------------------------------------------------------------- FineWeb
 def fineweb_line_stats(texts: pl.Series, stop_chars: Sequence[str] | None) -> pl.DataFrame:
-    """Per doc over its non-blank lines (split on \\n): count, ending in a stop char, ≤ N chars, duplicates."""
+    """Non-blank lines (split on \\n) as (doc, item) rows with ``ends`` (in a stop char) and ``chars``."""
     lines = explode_items(texts, pl.col("text").str.split("\n")).filter(
         pl.col("item").str.contains(r"[^\s\x1c-\x1f]")
     )
