@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from itertools import chain
+from itertools import chain, pairwise
 
 import numpy as np
 import polars as pl
@@ -33,6 +33,18 @@ from dsforge.types import PathOrHubId
 
 OUTPUT_COLUMN = "input_ids"
 TOKENS_METRIC = f"{METRIC_PREFIX}tokens"
+#: characters per encode call: the Rust Encoding objects cost ~100 bytes per token while they
+#: live, so whatever the batch size, one call holds ~250k tokens (~25 MB), not the whole batch.
+ENCODE_CHARS = 1_000_000
+
+
+def _chunks_by_chars(text: pl.Series, limit: int) -> list[list[str]]:
+    """Consecutive slices of ``text`` holding about ``limit`` characters each (at least one row)."""
+    ends = text.str.len_bytes().cum_sum().to_numpy()
+    group = ends // limit
+    cuts = np.flatnonzero(np.diff(group)) + 1
+    bounds = [0, *cuts.tolist(), len(text)]
+    return [text.slice(a, b - a).to_list() for a, b in pairwise(bounds) if b > a]
 
 
 def with_specials(
@@ -119,15 +131,21 @@ class Tokenize(Transform):
     def id_dtype(self) -> type[pl.DataType]:
         return pl.UInt16 if fits_uint16(self.info.vocab_size) else pl.UInt32
 
+    def _encode(self, texts: list[str], dtype: type[np.integer]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-text token counts and the flat ids, without special tokens (no offsets computed)."""
+        encodings = self.info.backend.encode_batch_fast(texts, add_special_tokens=False)
+        ids = [encoding.ids for encoding in encodings]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        return lengths, np.fromiter(chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
+
     def process(self, batch: pl.DataFrame) -> pl.DataFrame:
         require_columns(self, batch, [self.column])
         info = self.info
-        texts = batch.get_column(self.column).cast(pl.String).fill_null("").to_list()
-        encodings = info.backend.encode_batch_fast(texts, add_special_tokens=False)
-        ids = [encoding.ids for encoding in encodings]
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        text = batch.get_column(self.column).cast(pl.String).fill_null("")
         numpy_dtype = np.uint16 if self.id_dtype == pl.UInt16 else np.uint32
-        body = np.fromiter(chain.from_iterable(ids), dtype=numpy_dtype, count=int(lengths.sum()))
+        parts = [self._encode(texts, numpy_dtype) for texts in _chunks_by_chars(text, ENCODE_CHARS)]
+        lengths = np.concatenate([np.zeros(0, dtype=np.int64), *(part[0] for part in parts)])
+        body = np.concatenate([np.zeros(0, dtype=numpy_dtype), *(part[1] for part in parts)])
         add_bos = info.adds_bos if self.add_bos is None else self.add_bos
         lengths, values = with_specials(
             lengths, body, info.bos_id if add_bos else None, info.eos_id if self.add_eos else None
