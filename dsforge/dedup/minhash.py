@@ -55,19 +55,33 @@ class DedupMinhash(GlobalStep):
     """
 
     column: str = "text"
-    shingle: Literal["words", "chars"] = "words"
-    ngram: int = Field(5, ge=1, le=64)
-    num_perm: int = Field(128, ge=4, le=1024)
+    shingle: Literal["words", "chars"] = Field("words", description="n-grams of \\w+ words or of characters")
+    ngram: int = Field(
+        5, ge=1, le=64, description="tokens per shingle (lowercased, whitespace-normalized text)"
+    )
+    num_perm: int = Field(128, ge=4, le=1024, description="MinHash permutations (signature length)")
     seed: int | None = Field(None, description="hash seed; the recipe's seed when unset")
-    threshold: float = Field(0.7, gt=0.0, lt=1.0)
-    bands: int | None = Field(None, ge=1)
-    rows: int | None = Field(None, ge=1)
-    false_positive_weight: float | None = Field(None, ge=0.0)
-    false_negative_weight: float | None = Field(None, ge=0.0)
-    verify: bool = True
-    verify_sigmas: float = Field(2.0, ge=0.0)
-    keep: Literal["first", "longest", "random"] = "first"
-    mode: Literal["drop", "annotate"] = "drop"
+    threshold: float = Field(
+        0.7, gt=0.0, lt=1.0, description="Jaccard similarity that makes a near duplicate"
+    )
+    bands: int | None = Field(
+        None, ge=1, description="LSH bands (with rows); derived from threshold when unset"
+    )
+    rows: int | None = Field(None, ge=1, description="signature values per band")
+    false_positive_weight: float | None = Field(None, ge=0.0, description="0.1 with verify, else 0.5")
+    false_negative_weight: float | None = Field(None, ge=0.0, description="0.9 with verify, else 0.5")
+    verify: bool = Field(
+        True, description="check each candidate pair's estimated Jaccard on the full signature"
+    )
+    verify_sigmas: float = Field(
+        2.0, ge=0.0, description="accept estimates down to threshold minus this many standard deviations"
+    )
+    keep: Literal["first", "longest", "random"] = Field(
+        "first", description="which row of a cluster survives"
+    )
+    mode: Literal["drop", "annotate"] = Field(
+        "drop", description="annotate: add cluster_id, cluster_size, cluster_keep and drop nothing"
+    )
     example = {"column": "text", "threshold": 0.7, "num_perm": 128, "keep": "first"}
 
     @model_validator(mode="after")
