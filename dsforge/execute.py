@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from dsforge.io.parts import PartStore
-from dsforge.steps.base import DROP_COLUMN, METRIC_PREFIX, Step
+from dsforge.steps.base import DROP_COLUMN, DROPPED_ONLY_PREFIX, METRIC_PREFIX, Step
 
 
 @dataclass
@@ -43,15 +43,15 @@ def split_drops(
         sums = frame.select(pl.col(metric_columns).cast(pl.Float64).sum()).row(0)
         metrics = {c[len(METRIC_PREFIX) :]: float(v or 0) for c, v in zip(metric_columns, sums, strict=True)}
         frame = frame.drop(metric_columns)
+    explain = [c for c in frame.columns if c.startswith(DROPPED_ONLY_PREFIX)]
     if DROP_COLUMN not in frame.columns:
-        return frame, None, {}, metrics
+        return frame.drop(explain), None, {}, metrics
     drop_mask = frame.get_column(DROP_COLUMN).is_not_null()
     gone = frame.filter(drop_mask)
     counts = dict(gone.get_column(DROP_COLUMN).value_counts().iter_rows()) if gone.height else {}
-    kept = frame.filter(~drop_mask).drop(DROP_COLUMN)
-    dropped = gone.rename({DROP_COLUMN: "drop_reason"}).with_columns(
-        pl.lit(f"{index}.{name}").alias("drop_step")
-    )
+    kept = frame.filter(~drop_mask).drop([DROP_COLUMN, *explain])
+    renames = {DROP_COLUMN: "drop_reason", **{c: c[len(DROPPED_ONLY_PREFIX) :] for c in explain}}
+    dropped = gone.rename(renames).with_columns(pl.lit(f"{index}.{name}").alias("drop_step"))
     return kept, dropped, counts, metrics
 
 

@@ -458,6 +458,8 @@ def test_decontaminate_recipe_end_to_end(
     assert step["dropped"] == {"contaminated:gsm8k": 5, "contaminated:ifeval": 3}
     assert step["metrics"] == {"contaminated_gsm8k": 5, "contaminated_ifeval": 3}
     assert step["rows_out"] == 292
+    kept = pl.read_parquet(tmp_path / "out" / "data" / "*.parquet")
+    assert "contaminated_items" not in kept.columns  # it explains drops: dropped rows only
     dropped = pl.read_parquet(tmp_path / "out.dropped" / "*.parquet")
     items = sorted(i for row in dropped.get_column("contaminated_items") for i in row)
     ifeval_ids = ifeval.get_column("item_id").head(3).to_list()

@@ -11,8 +11,8 @@ of the item's distinct grams.
 
 Which items were hit is never lost: per-benchmark row counts go to the funnel
 (``contaminated_<benchmark>`` metrics), and every row carries ``contaminated_items``
-("benchmark:item_id") — in drop mode on the dropped rows, which ``output.keep_dropped: true``
-saves (kept rows then hold null there; set ``items_column: null`` to leave the column out).
+("benchmark:item_id") — in drop mode on the dropped rows only, which ``output.keep_dropped: true``
+saves (set ``items_column: null`` to leave the column out).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dsforge.decontam.benchmarks import BenchmarkSpec, load_benchmark
 from dsforge.decontam.ngram_index import NgramIndex
 from dsforge.errors import DsforgeError
 from dsforge.registry import register_step
-from dsforge.steps.base import METRIC_PREFIX, Transform, merge_drop_reason
+from dsforge.steps.base import DROPPED_ONLY_PREFIX, METRIC_PREFIX, Transform, merge_drop_reason
 from dsforge.steps.columns import require_columns
 
 ROW = "__decontam_row__"
@@ -190,8 +190,9 @@ class Decontaminate(Transform):
                 .fill_null(pl.lit([], dtype=pl.List(pl.String)))
                 .alias(self.items_column or "contaminated_items"),
             )
-        if self.items_column is not None:
-            out = out.with_columns(flags.get_column("contaminated_items").alias(self.items_column))
+        if self.items_column is not None:  # travels with the dropped rows only
+            items = flags.get_column("contaminated_items").alias(f"{DROPPED_ONLY_PREFIX}{self.items_column}")
+            out = out.with_columns(items)
         reason = pl.when(pl.lit(flags.get_column("top")).is_not_null()).then(
             pl.concat_str(pl.lit("contaminated:"), pl.lit(flags.get_column("top")))
         )

@@ -13,7 +13,8 @@ Three shapes:
   re-iterable :class:`~dsforge.io.parts.PartStore` and streams what it yields onwards.
 
 Row-level steps may also emit metric columns named ``__metric__<name>`` (numbers per row);
-the runner sums them into the funnel and strips them from the data.
+the runner sums them into the funnel and strips them from the data. Columns named
+``__dropped__<name>`` travel with dropped rows only (e.g. which benchmark item was matched).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 DROP_COLUMN = "__drop__"
 METRIC_PREFIX = "__metric__"
+#: Columns named ``__dropped__<name>`` explain a drop: they are kept (as ``<name>``) on dropped
+#: rows only, and removed from the rows that go on.
+DROPPED_ONLY_PREFIX = "__dropped__"
 
 
 class StepContext(BaseModel):
