@@ -84,7 +84,7 @@ class C4Quality(Filter):
         line = pl.col("item").str.replace_all(CITATION, "") if self.remove_citations else pl.col("item")
         lines = lines.with_columns(line=line)
         line, lower = pl.col("line"), pl.col("line").str.to_lowercase()
-        rules: list[tuple[pl.Expr, str]] = [(pl.col("row").is_in(too_long), "too_long_word")]
+        rules: list[tuple[pl.Expr, str]] = [(pl.col("row").is_in(too_long.to_list()), "too_long_word")]
         if self.filter_no_terminal_punct:
             no_punct = ~line.str.contains(r"[.?!\"']$") | line.str.ends_with("...")
             rules.append((no_punct, "no_terminal_punct"))
@@ -143,7 +143,7 @@ class C4Quality(Filter):
         ).get_column("doc")
         reasons = np.full(pages.height, None, dtype=object)
         if len(unsure):
-            kept_lines = outcomes.filter((pl.col("outcome") == "kept") & pl.col("doc").is_in(unsure))
+            kept_lines = outcomes.filter((pl.col("outcome") == "kept") & pl.col("doc").is_in(unsure.to_list()))
             sentences = doc_stats.sentence_counts(kept_lines.get_column("line"))
             totals = (
                 kept_lines.select("doc", sentences=sentences).group_by("doc").agg(pl.col("sentences").sum())

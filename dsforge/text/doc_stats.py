@@ -47,6 +47,7 @@ _PUNCTUATION_CLASS = (
 NON_SYMBOL_CHAR = r"[^" + _PUNCTUATION_CLASS + r"[" + TERMINAL_PUNCTUATION[1:-1] + "]]"
 
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_DOC_MULTIPLIER = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -161,56 +162,86 @@ def paragraph_and_line_duplicates(texts: pl.Series) -> pl.DataFrame:
 
 
 class NgramIndex:
-    """Hashes of every word n-gram of every document, for n = 1..max_n, built once from word rows.
+    """The *repeated* word n-grams of every document (those occurring twice or more in it), by n.
 
-    Cost: one uint64 per word per n plus the word arrays — about 8·max_n bytes per word.
-    Two n-grams are equal when their word tuples are (64-bit polynomial hash of word hashes).
+    An n-gram is a 64-bit polynomial hash of its words' hashes, mixed with the document number.
+    If an (n+1)-gram repeats, so does its leading n-gram, so the repeats for n+1 are searched only
+    among the repeats for n: one pass over all bigrams, then ever smaller sets. Memory: a few
+    int64 arrays per word (document, length, hash), plus the repeats kept per n.
     """
 
-    def __init__(self, words: pl.DataFrame, n_docs: int, max_n: int) -> None:
+    def __init__(self, words: pl.DataFrame, n_docs: int) -> None:
         self.n_docs = n_docs
         self.doc = words.get_column("doc").to_numpy().astype(np.int64)
-        self.chars = words.get_column("chars").to_numpy().astype(np.int64)
-        self.char_cumsum = np.concatenate([[0], np.cumsum(self.chars)])
-        word_hash = words.get_column("token").hash(seed=7).to_numpy()
-        self.keys = {1: word_hash}
-        with np.errstate(over="ignore"):
-            for n in range(2, max_n + 1):
-                previous = self.keys[n - 1][:-1]
-                self.keys[n] = previous * _HASH_MULTIPLIER + word_hash[n - 1 :]
+        self.char_cumsum = np.concatenate([[0], np.cumsum(words.get_column("chars").to_numpy().astype(np.int64))])
+        self.word_hash = words.get_column("token").hash(seed=7).to_numpy()
         self.doc_start = np.searchsorted(self.doc, np.arange(n_docs + 1))
+        self.doc_words = np.diff(self.doc_start)
+        # n -> (start index of each repeated n-gram, its unmixed hash)
+        self._repeats: dict[int, tuple[np.ndarray, np.ndarray]] = {1: (np.arange(len(self.doc)), self.word_hash)}
 
-    def frame(self, n: int) -> pl.DataFrame:
-        """(doc, pos, key, chars) for every n-gram lying inside one document (pos = word index in doc)."""
-        keys = self.keys[n]
-        start = np.arange(len(keys))
-        inside = self.doc[start] == self.doc[start + n - 1] if len(keys) else np.zeros(0, dtype=bool)
-        start = start[inside]
-        doc = self.doc[start]
+    def _repeated(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if n not in self._repeats:
+            starts, hashes = self._repeated(n - 1) if n > 2 else (np.arange(len(self.doc)), self.word_hash)
+            end = starts + n - 1
+            inside = end < self.doc_start[self.doc[starts] + 1]
+            starts, end = starts[inside], end[inside]
+            with np.errstate(over="ignore"):
+                hashes = hashes[inside] * _HASH_MULTIPLIER + self.word_hash[end]
+            repeated = pl.Series(self._mixed(starts, hashes)).is_duplicated().to_numpy()
+            self._repeats[n] = (starts[repeated], hashes[repeated])
+        return self._repeats[n]
+
+    def _mixed(self, starts: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return hashes ^ (self.doc[starts].astype(np.uint64) * _DOC_MULTIPLIER)
+
+    def repeated(self, n: int) -> pl.DataFrame:
+        """(doc, pos, key, chars) for each occurrence of an n-gram its document repeats, in reading order.
+
+        ``pos`` is the word index in the document, ``chars`` the n words' characters (no separators),
+        ``key`` equal for the same n-gram in the same document.
+        """
+        starts, hashes = self._repeated(n)
+        doc = self.doc[starts]
         return pl.DataFrame(
             {
                 "doc": doc,
-                "pos": start - self.doc_start[doc],
-                "key": keys[start],
-                "chars": self.char_cumsum[start + n] - self.char_cumsum[start],
+                "pos": starts - self.doc_start[doc],
+                "key": self._mixed(starts, hashes),
+                "chars": self.char_cumsum[starts + n] - self.char_cumsum[starts],
             }
         )
 
+    def first_ngram_chars(self, n: int) -> np.ndarray:
+        """Characters of each document's first n-gram (no separators); -1 if it has fewer than n words."""
+        start = self.doc_start[:-1]
+        has = self.doc_words >= n
+        out = np.full(self.n_docs, -1, dtype=np.int64)
+        out[has] = self.char_cumsum[start[has] + n] - self.char_cumsum[start[has]]
+        return out
 
-def top_ngram_chars(index: NgramIndex, n: int) -> pl.Series:
+
+def top_ngram_chars(index: NgramIndex, n: int) -> np.ndarray:
     """Per doc: characters of the most frequent n-gram (words joined by spaces) × its count.
 
-    Ties go to the n-gram seen first, as ``Counter.most_common(1)`` does. Null when the document
-    has fewer than n words (datatrove skips the rule then).
+    Ties go to the n-gram seen first, as ``Counter.most_common(1)`` does: in a document without a
+    repeated n-gram that is its first one. NaN when the document has fewer than n words (datatrove
+    skips the rule then).
     """
-    grams = index.frame(n)
-    per_gram = grams.group_by("doc", "key").agg(
-        count=pl.len(), first=pl.col("pos").min(), chars=pl.col("chars").first() + (n - 1)
+    first = index.first_ngram_chars(n)
+    top = np.where(first >= 0, first + (n - 1), np.nan)
+    per_gram = index.repeated(n).group_by("key").agg(
+        doc=pl.col("doc").first(), count=pl.len(), first=pl.col("pos").first(), chars=pl.col("chars").first()
     )
-    top = per_gram.group_by("doc").agg(
-        top=(pl.col("count") * pl.col("chars")).sort_by(["count", "first"], descending=[True, False]).first()
-    )
-    return per_doc(index.n_docs, top, {}).get_column("top")
+    if per_gram.height:
+        best = per_gram.group_by("doc").agg(
+            top=(pl.col("count") * (pl.col("chars") + (n - 1)))
+            .sort_by(["count", "first"], descending=[True, False])
+            .first()
+        )
+        top[best.get_column("doc").to_numpy()] = best.get_column("top").to_numpy()
+    return top
 
 
 def duplicated_ngram_chars(index: NgramIndex, n: int, docs: np.ndarray) -> np.ndarray:
@@ -226,14 +257,16 @@ def duplicated_ngram_chars(index: NgramIndex, n: int, docs: np.ndarray) -> np.nd
     result = np.zeros(len(docs), dtype=np.int64)
     if not len(docs):
         return result
-    grams = index.frame(n).filter(pl.col("doc").is_in(docs))
-    grams = grams.with_columns(first=pl.col("pos").min().over("doc", "key")).filter(
+    repeated = index.repeated(n)
+    if len(docs) < index.n_docs:
+        repeated = repeated.filter(pl.col("doc").is_in(docs))
+    if not repeated.height:
+        return result
+    repeated = repeated.with_columns(first=pl.col("pos").first().over("key")).filter(
         pl.col("pos") > pl.col("first")
     )
-    if not grams.height:
-        return result
     slot = {int(d): i for i, d in enumerate(docs)}
-    for (doc,), part in grams.sort("doc", "pos").group_by("doc", maintain_order=True):
+    for (doc,), part in repeated.group_by("doc", maintain_order=True):
         result[slot[int(doc)]] = _greedy_walk(
             part.get_column("pos").to_list(),
             part.get_column("first").to_list(),

@@ -166,11 +166,11 @@ class GopherRepetition(Filter):
         # word n-grams only for the documents the cheap rules kept
         open_docs = np.flatnonzero(reason.is_null().to_numpy())
         words = doc_stats.word_rows(texts.gather(open_docs))
-        index = doc_stats.NgramIndex(words, len(open_docs), max(n_grams))
+        index = doc_stats.NgramIndex(words, len(open_docs))
         text_chars = stats.get_column("text_chars").gather(open_docs).to_numpy()
         decided = np.full(len(open_docs), None, dtype=object)
         for n, fraction in self.top_n_grams:
-            top = doc_stats.top_ngram_chars(index, n).to_numpy()  # NaN where the doc has < n words
+            top = doc_stats.top_ngram_chars(index, n)  # NaN where the doc has < n words
             with np.errstate(invalid="ignore"):
                 fails = (top / text_chars > fraction) & (decided == None)  # noqa: E711
             decided[fails] = f"gopher_top_{n}_gram"

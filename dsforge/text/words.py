@@ -78,6 +78,9 @@ INFIX_RULES = [
     (r"([" + _ALPHA + r"0-9])([:<>=/])(" + _ALPHA + ")", "${1} ${2} ${3}", True),
 ]
 
+#: characters some infix rule or the URL pattern needs (a ".", "-", "/", ":", "," … or a symbol)
+INFIX_CHARS = r"[.…+\-*^,–—~:<>=/@\p{So}]"
+
 # spaCy's URL pattern (a core that matches stays one token), minus its private-IP exclusions.
 _HOST = r"[A-Za-z0-9\x{a1}-\x{ffff}]"
 URL_RE = (
@@ -154,12 +157,71 @@ def _apply_merges(tokens: list[str], merges: dict[tuple[str, ...], list[str]]) -
 
 
 # --------------------------------------------------------------------------- the affix loop
+#: affix rounds per polars query: one at a time while most chunks are still open, then several at
+#: once for the few long punctuation runs ("!!!!!!!!") that lose one character per round.
+_ROUNDS_PER_QUERY = (1, 1, 4, 8)
+
+
+def _affix_round(state: pl.LazyFrame, special) -> pl.LazyFrame:
+    """One round of spaCy's affix loop on the open rows: strip one prefix and one suffix, stop at specials."""
+    core, is_open = pl.col("core"), ~pl.col("done")
+    prefix_groups = core.str.extract_groups(PREFIX_RE).struct
+    state = state.with_columns(
+        prefix=pl.coalesce(prefix_groups.field("1"), prefix_groups.field("2")), n=core.str.len_chars()
+    ).with_columns(pre_len=pl.col("prefix").str.len_chars().fill_null(0))
+    state = state.with_columns(minus_pre=core.str.slice(pl.col("pre_len")))
+    rest = pl.col("minus_pre")
+    plain = rest.str.extract(PLAIN_SUFFIX_RE, 0)
+    context_groups = rest.str.extract_groups(CONTEXT_SUFFIX_RE).struct
+    context = pl.coalesce([context_groups.field(str(i)) for i in range(1, 7)])
+    # both kinds end at the string's end: the longer one starts further left and wins
+    suffix = pl.when(context.str.len_chars() > plain.str.len_chars().fill_null(0)).then(context)
+    state = state.with_columns(suffix=suffix.otherwise(plain)).with_columns(
+        suf_len=pl.col("suffix").str.len_chars().fill_null(0)
+    )
+    state = state.with_columns(minus_suf=core.str.slice(0, pl.col("n") - pl.col("suf_len")))
+    has_pre, has_suf = pl.col("pre_len") > 0, pl.col("suf_len") > 0
+    state = state.with_columns(
+        sp_pre=has_pre & (pl.col("minus_pre") != "") & special(pl.col("minus_pre"))
+    ).with_columns(
+        sp_suf=~pl.col("sp_pre") & has_suf & (pl.col("minus_suf") != "") & special(pl.col("minus_suf"))
+    )
+    push_pre = is_open & (pl.col("sp_pre") | (~pl.col("sp_suf") & has_pre))
+    push_suf = is_open & ~pl.col("sp_pre") & has_suf
+    new_core = (
+        pl.when(pl.col("done"))
+        .then(core)
+        .when("sp_pre")
+        .then("minus_pre")
+        .when("sp_suf")
+        .then("minus_suf")
+        .when(has_pre & has_suf)
+        .then(core.str.slice(pl.col("pre_len"), pl.col("n") - pl.col("pre_len") - pl.col("suf_len")))
+        .when(has_pre)
+        .then("minus_pre")
+        .when(has_suf)
+        .then("minus_suf")
+        .otherwise(core)
+    )
+    stops = pl.col("sp_pre") | pl.col("sp_suf") | (~has_pre & ~has_suf)
+    return (
+        state.with_columns(
+            core=new_core,
+            pre=pl.when(push_pre).then(pl.col("pre") + pl.col("prefix") + " ").otherwise("pre"),
+            suf=pl.when(push_suf).then(" " + pl.col("suffix") + pl.col("suf")).otherwise("suf"),
+            done=pl.col("done") | stops,
+        )
+        .with_columns(done=pl.col("done") | (core == "") | special(core))
+        .select("chunk", "core", "pre", "suf", "done")
+    )
+
+
 def _tokenize_chunks(chunks: pl.Series, specials: SpecialCases) -> pl.DataFrame:
     """Distinct chunks → frame (chunk, tokens joined by single spaces, maybe with extra spaces)."""
     keys = specials.keys
 
     def special(expr: pl.Expr) -> pl.Expr:
-        return expr.is_in(keys) if len(keys) else pl.lit(False)
+        return expr.is_in(pl.lit(keys).implode()) if len(keys) else pl.lit(False)
 
     core = pl.col("core")
     state = pl.DataFrame({"chunk": chunks, "core": chunks}).with_columns(
@@ -167,64 +229,33 @@ def _tokenize_chunks(chunks: pl.Series, specials: SpecialCases) -> pl.DataFrame:
     )
     finished = [state.filter("done")]
     state = state.filter(~pl.col("done"))
+    query = 0
     while state.height:
-        n = core.str.len_chars()
-        state = state.with_columns(
-            prefix=pl.coalesce(core.str.extract(PREFIX_RE, 1), core.str.extract(PREFIX_RE, 2)), n=n
-        ).with_columns(pre_len=pl.col("prefix").str.len_chars().fill_null(0))
-        state = state.with_columns(minus_pre=core.str.slice(pl.col("pre_len")))
-        rest = pl.col("minus_pre")
-        plain = rest.str.extract(PLAIN_SUFFIX_RE, 0)
-        context = pl.coalesce([rest.str.extract(CONTEXT_SUFFIX_RE, i) for i in range(1, 7)])
-        # both kinds end at the string's end: the longer one starts further left and wins
-        suffix = pl.when(context.str.len_chars() > plain.str.len_chars().fill_null(0)).then(context)
-        state = state.with_columns(suffix=suffix.otherwise(plain)).with_columns(
-            suf_len=pl.col("suffix").str.len_chars().fill_null(0)
-        )
-        state = state.with_columns(minus_suf=core.str.slice(0, pl.col("n") - pl.col("suf_len")))
-        has_pre, has_suf = pl.col("pre_len") > 0, pl.col("suf_len") > 0
-        state = state.with_columns(
-            sp_pre=has_pre & (pl.col("minus_pre") != "") & special(pl.col("minus_pre"))
-        ).with_columns(
-            sp_suf=~pl.col("sp_pre") & has_suf & (pl.col("minus_suf") != "") & special(pl.col("minus_suf"))
-        )
-        push_pre = pl.col("sp_pre") | (~pl.col("sp_suf") & has_pre)
-        push_suf = ~pl.col("sp_pre") & has_suf
-        new_core = (
-            pl.when("sp_pre")
-            .then("minus_pre")
-            .when("sp_suf")
-            .then("minus_suf")
-            .when(has_pre & has_suf)
-            .then(core.str.slice(pl.col("pre_len"), pl.col("n") - pl.col("pre_len") - pl.col("suf_len")))
-            .when(has_pre)
-            .then("minus_pre")
-            .when(has_suf)
-            .then("minus_suf")
-            .otherwise(core)
-        )
-        state = (
-            state.with_columns(
-                core=new_core,
-                pre=pl.when(push_pre).then(pl.col("pre") + pl.col("prefix") + " ").otherwise("pre"),
-                suf=pl.when(push_suf).then(" " + pl.col("suffix") + pl.col("suf")).otherwise("suf"),
-                done=pl.col("sp_pre") | pl.col("sp_suf") | (~has_pre & ~has_suf),
-            )
-            .with_columns(done=pl.col("done") | (core == "") | special(core))
-            .select("chunk", "core", "pre", "suf", "done")
-        )
+        rounds = _ROUNDS_PER_QUERY[min(query, len(_ROUNDS_PER_QUERY) - 1)]
+        lazy = state.lazy()
+        for _ in range(rounds):
+            lazy = _affix_round(lazy, special)
+        state = lazy.collect()
         finished.append(state.filter("done"))
         state = state.filter(~pl.col("done"))
+        query += 1
 
+    done = pl.concat(finished)
+    # only cores holding an infix or URL character can split or be a URL; the rest stay whole
+    splittable = core.str.contains(INFIX_CHARS)
+    simple = done.filter(~splittable)
+    done = done.filter(splittable)
     infixed = core
     for pattern, replacement, twice in INFIX_RULES:
         for _ in range(2 if twice else 1):
             infixed = infixed.str.replace_all(pattern, replacement)
-    body = pl.when(core == "").then(pl.lit(""))
+    body = pl.when(core.str.contains(URL_RE)).then(core).otherwise(infixed)
+    tokens = [simple.with_columns(body=core), done.with_columns(body=body)]
+    table = pl.concat(tokens).select("chunk", "core", "pre", "suf", "body")
     if len(keys):
-        body = body.when(special(core)).then(core.replace_strict(keys, specials.values, default=None))
-    body = body.when(core.str.contains(URL_RE)).then(core).otherwise(infixed)
-    return pl.concat(finished).select("chunk", tokens=pl.col("pre") + body + pl.col("suf"))
+        as_special = core.replace_strict(keys, specials.values, default=None)
+        table = table.with_columns(body=pl.when(special(core)).then(as_special).otherwise("body"))
+    return table.select("chunk", tokens=pl.col("pre") + pl.col("body") + pl.col("suf"))
 
 
 def tokenize_chunks(chunks: pl.Series) -> pl.DataFrame:
