@@ -24,6 +24,7 @@ from dsforge.errors import DsforgeError, VerifyError
 from dsforge.io.parts import PartStore
 from dsforge.registry import get_sink, get_step
 from dsforge.runner import build
+from dsforge.tokens.tokenizer import _cache_file, load_tokenizer
 from dsforge.tokens.verify import verify_shards
 
 DSFORGE = Path(sys.executable).with_name("dsforge")
@@ -79,6 +80,14 @@ def make_recipe(folder: Path, sources: list[dict], steps: list[dict], output: di
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(DSFORGE), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_tokenizer_cache(tmp_path_factory):
+    """Keep the tokenizer cache of these tests out of the user's home (CLI children inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DSFORGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +154,33 @@ def test_phi3_follows_the_tokenizers_own_bos_convention(shared_data: Path):
     assert first == [
         [tokenizer.bos_token_id, *x] for x in tokenizer(texts, add_special_tokens=False)["input_ids"]
     ]
+
+
+def test_tokenizer_cache_reproduces_transformers_and_skips_its_import(
+    shared_data: Path, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DSFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    folder = str(shared_data / "tokenizers/phi-3-mini")  # transformers rebuilds its normalizer
+    fresh = load_tokenizer(folder, "test")
+    assert fresh.tokenizer is not None and len(list((tmp_path / "cache").rglob("*.json"))) == 1
+    cached = load_tokenizer(folder, "test")
+    assert cached.tokenizer is None
+    texts = [*wiki_texts(shared_data)[:20], "  two  spaces\n\nand <s> </s> <|endoftext|> 東京 émigré"]
+    from_cache = [e.ids for e in cached.backend.encode_batch_fast(texts, add_special_tokens=False)]
+    assert from_cache == fresh.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    facts = ("vocab_size", "bos_id", "eos_id", "adds_bos")
+    assert [getattr(cached, f) for f in facts] == [getattr(fresh, f) for f in facts]
+    code = "import sys; from dsforge.tokens.tokenizer import load_tokenizer as l; l(sys.argv[1], 't'); "
+    code += "print('transformers' in sys.modules)"
+    child = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "False", child.stderr
+    # editing a tokenizer file changes the cache key
+    copy = tmp_path / "gpt2"
+    shutil.copytree(shared_data / "tokenizers/gpt2", copy)
+    before = _cache_file(str(copy))
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    (copy / "tokenizer_config.json").write_text(json.dumps({**config, "eos_token": "!"}))
+    assert _cache_file(str(copy)) != before
 
 
 @pytest.fixture(scope="module")

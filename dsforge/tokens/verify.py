@@ -67,7 +67,7 @@ def verify_shards(
 ) -> Report:
     """Verify a Megatron prefix / folder of prefixes or a packed_parquet folder; never raises on findings."""
     target = Path(target)
-    info = load_tokenizer(tokenizer, "--tokenizer") if tokenizer else None
+    info = load_tokenizer(tokenizer, "--tokenizer", full=True) if tokenizer else None
     kind, items, folder = _resolve(target)
     stats = _read_stats(folder)
     eos_id = info.eos_id if info else (stats or {}).get("eos_id")
@@ -122,7 +122,7 @@ def _read_stats(folder: Path) -> dict[str, Any] | None:
 
 
 def _decode_sample(context: _Context, ids: np.ndarray) -> str:
-    text = context.tokenizer.tokenizer.decode(ids.tolist())
+    text = context.tokenizer.decode(ids.tolist())
     return repr(text[:SAMPLE_CHARS] + ("…" if len(text) > SAMPLE_CHARS else ""))
 
 
