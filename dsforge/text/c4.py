@@ -143,7 +143,8 @@ class C4Quality(Filter):
         ).get_column("doc")
         reasons = np.full(pages.height, None, dtype=object)
         if len(unsure):
-            kept_lines = outcomes.filter((pl.col("outcome") == "kept") & pl.col("doc").is_in(unsure.to_list()))
+            unsure_kept = (pl.col("outcome") == "kept") & pl.col("doc").is_in(unsure.to_list())
+            kept_lines = outcomes.filter(unsure_kept)
             sentences = doc_stats.sentence_counts(kept_lines.get_column("line"))
             totals = (
                 kept_lines.select("doc", sentences=sentences).group_by("doc").agg(pl.col("sentences").sum())

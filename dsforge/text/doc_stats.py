@@ -48,6 +48,9 @@ NON_SYMBOL_CHAR = r"[^" + _PUNCTUATION_CLASS + r"[" + TERMINAL_PUNCTUATION[1:-1]
 
 _HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _DOC_MULTIPLIER = np.uint64(0xC2B2AE3D27D4EB4F)
+_LENGTH_MULTIPLIER = np.uint64(0x165667B19E3779F9)
+_BYTE_BASE = 0x100000001B3
+_BYTE_BASE_INVERSE = pow(_BYTE_BASE, -1, 2**64)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -173,12 +176,19 @@ class NgramIndex:
     def __init__(self, words: pl.DataFrame, n_docs: int) -> None:
         self.n_docs = n_docs
         self.doc = words.get_column("doc").to_numpy().astype(np.int64)
-        self.char_cumsum = np.concatenate([[0], np.cumsum(words.get_column("chars").to_numpy().astype(np.int64))])
+        self.char_cumsum = np.concatenate(
+            [[0], np.cumsum(words.get_column("chars").to_numpy().astype(np.int64))]
+        )
         self.word_hash = words.get_column("token").hash(seed=7).to_numpy()
         self.doc_start = np.searchsorted(self.doc, np.arange(n_docs + 1))
         self.doc_words = np.diff(self.doc_start)
         # n -> (start index of each repeated n-gram, its unmixed hash)
-        self._repeats: dict[int, tuple[np.ndarray, np.ndarray]] = {1: (np.arange(len(self.doc)), self.word_hash)}
+        self._repeats: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            1: (np.arange(len(self.doc)), self.word_hash)
+        }
+        self._byte_offsets, self._byte_powers, self._byte_sums = _byte_prefix_hashes(
+            words.get_column("token")
+        )
 
     def _repeated(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if n not in self._repeats:
@@ -213,6 +223,31 @@ class NgramIndex:
             }
         )
 
+    def repeated_concatenations(self, n: int, docs: np.ndarray) -> pl.DataFrame:
+        """Like :meth:`repeated`, for the docs given, but n-grams are equal when their words *concatenated*
+        are (``"".join``, datatrove's key for duplicated n-grams: "..", "." equals ".", "..")."""
+        starts = (
+            np.flatnonzero(np.isin(self.doc, docs)) if len(docs) < self.n_docs else np.arange(len(self.doc))
+        )
+        end = starts + n
+        starts = starts[end <= self.doc_start[self.doc[starts] + 1]]
+        low, high = self._byte_offsets[starts], self._byte_offsets[starts + n]
+        with np.errstate(over="ignore"):
+            hashes = (self._byte_sums[high] - self._byte_sums[low]) * self._byte_powers[high]
+            hashes ^= (high - low).astype(np.uint64) * _LENGTH_MULTIPLIER
+        keys = self._mixed(starts, hashes)
+        repeated = pl.Series(keys).is_duplicated().to_numpy()
+        starts = starts[repeated]
+        doc = self.doc[starts]
+        return pl.DataFrame(
+            {
+                "doc": doc,
+                "pos": starts - self.doc_start[doc],
+                "key": keys[repeated],
+                "chars": self.char_cumsum[starts + n] - self.char_cumsum[starts],
+            }
+        )
+
     def first_ngram_chars(self, n: int) -> np.ndarray:
         """Characters of each document's first n-gram (no separators); -1 if it has fewer than n words."""
         start = self.doc_start[:-1]
@@ -220,6 +255,38 @@ class NgramIndex:
         out = np.full(self.n_docs, -1, dtype=np.int64)
         out[has] = self.char_cumsum[start[has] + n] - self.char_cumsum[start[has]]
         return out
+
+
+def _byte_prefix_hashes(tokens: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prefix hashes over the words' UTF-8 bytes laid end to end, so any run of consecutive words
+    (their concatenation) hashes in O(1): with ``S[i] = Σ_{j<i} (b_j + 1)·B^-j`` and ``P[i] = B^(i-1)``,
+    bytes [lo, hi) hash to ``(S[hi] - S[lo])·P[hi] = Σ (b_j + 1)·B^(hi-1-j)`` (mod 2^64, B odd).
+
+    Returns (byte offset of each word, plus the end), P and S, each uint64 arrays over the bytes.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pc.cast(tokens.to_arrow(), pa.large_string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
+    start = int(offsets[0]) if len(offsets) else 0
+    size = int(offsets[-1]) - start if len(offsets) else 0
+    data = (
+        np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=start)
+        if size
+        else np.zeros(0, np.uint8)
+    )
+    with np.errstate(over="ignore"):
+        powers = np.cumprod(np.full(size + 1, _BYTE_BASE, dtype=np.uint64))
+        powers = np.concatenate([[np.uint64(1)], powers[:-1]])  # B^0 .. B^size
+        inverse = np.cumprod(np.full(size, _BYTE_BASE_INVERSE, dtype=np.uint64))
+        inverse = np.concatenate([[np.uint64(1)], inverse[:-1]])  # B^-0 .. B^-(size-1)
+        sums = np.concatenate([[np.uint64(0)], np.cumsum((data.astype(np.uint64) + np.uint64(1)) * inverse)])
+    previous_power = np.concatenate([[np.uint64(0)], powers[:-1]])  # P[i] = B^(i-1)
+    return (offsets - start).astype(np.int64), previous_power, sums
 
 
 def top_ngram_chars(index: NgramIndex, n: int) -> np.ndarray:
@@ -231,8 +298,15 @@ def top_ngram_chars(index: NgramIndex, n: int) -> np.ndarray:
     """
     first = index.first_ngram_chars(n)
     top = np.where(first >= 0, first + (n - 1), np.nan)
-    per_gram = index.repeated(n).group_by("key").agg(
-        doc=pl.col("doc").first(), count=pl.len(), first=pl.col("pos").first(), chars=pl.col("chars").first()
+    per_gram = (
+        index.repeated(n)
+        .group_by("key")
+        .agg(
+            doc=pl.col("doc").first(),
+            count=pl.len(),
+            first=pl.col("pos").first(),
+            chars=pl.col("chars").first(),
+        )
     )
     if per_gram.height:
         best = per_gram.group_by("doc").agg(
@@ -257,9 +331,7 @@ def duplicated_ngram_chars(index: NgramIndex, n: int, docs: np.ndarray) -> np.nd
     result = np.zeros(len(docs), dtype=np.int64)
     if not len(docs):
         return result
-    repeated = index.repeated(n)
-    if len(docs) < index.n_docs:
-        repeated = repeated.filter(pl.col("doc").is_in(docs))
+    repeated = index.repeated_concatenations(n, docs)
     if not repeated.height:
         return result
     repeated = repeated.with_columns(first=pl.col("pos").first().over("key")).filter(
