@@ -186,9 +186,8 @@ class NgramIndex:
         self._repeats: dict[int, tuple[np.ndarray, np.ndarray]] = {
             1: (np.arange(len(self.doc)), self.word_hash)
         }
-        self._byte_offsets, self._byte_powers, self._byte_sums = _byte_prefix_hashes(
-            words.get_column("token")
-        )
+        # per word boundary: prefix hash of the bytes before it, and B^(bytes before it - 1)
+        self._bytes_before, self._power_at, self._sum_at = _byte_prefix_hashes(words.get_column("token"))
 
     def _repeated(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if n not in self._repeats:
@@ -226,16 +225,21 @@ class NgramIndex:
     def repeated_concatenations(self, n: int, docs: np.ndarray) -> pl.DataFrame:
         """Like :meth:`repeated`, for the docs given, but n-grams are equal when their words *concatenated*
         are (``"".join``, datatrove's key for duplicated n-grams: "..", "." equals ".", "..")."""
-        starts = (
-            np.flatnonzero(np.isin(self.doc, docs)) if len(docs) < self.n_docs else np.arange(len(self.doc))
-        )
-        end = starts + n
-        starts = starts[end <= self.doc_start[self.doc[starts] + 1]]
-        low, high = self._byte_offsets[starts], self._byte_offsets[starts + n]
+        count = len(self.doc) - n + 1
+        if count <= 0:
+            schema = {"doc": pl.Int64, "pos": pl.Int64, "key": pl.UInt64, "chars": pl.Int64}
+            return pl.DataFrame(schema=schema)
+        inside = self.doc[:count] == self.doc[n - 1 :]
+        if len(docs) < self.n_docs:
+            wanted = np.zeros(self.n_docs, dtype=bool)
+            wanted[docs] = True
+            inside &= wanted[self.doc[:count]]
         with np.errstate(over="ignore"):
-            hashes = (self._byte_sums[high] - self._byte_sums[low]) * self._byte_powers[high]
-            hashes ^= (high - low).astype(np.uint64) * _LENGTH_MULTIPLIER
-        keys = self._mixed(starts, hashes)
+            hashes = (self._sum_at[n:] - self._sum_at[:count]) * self._power_at[n:]
+            lengths = (self._bytes_before[n:] - self._bytes_before[:count]).astype(np.uint64)
+            hashes ^= lengths * _LENGTH_MULTIPLIER
+        starts = np.flatnonzero(inside)
+        keys = self._mixed(starts, hashes[starts])
         repeated = pl.Series(keys).is_duplicated().to_numpy()
         starts = starts[repeated]
         doc = self.doc[starts]
@@ -262,31 +266,20 @@ def _byte_prefix_hashes(tokens: pl.Series) -> tuple[np.ndarray, np.ndarray, np.n
     (their concatenation) hashes in O(1): with ``S[i] = Σ_{j<i} (b_j + 1)·B^-j`` and ``P[i] = B^(i-1)``,
     bytes [lo, hi) hash to ``(S[hi] - S[lo])·P[hi] = Σ (b_j + 1)·B^(hi-1-j)`` (mod 2^64, B odd).
 
-    Returns (byte offset of each word, plus the end), P and S, each uint64 arrays over the bytes.
+    Returns, at each word boundary (word starts and the final end): the bytes before it, P and S.
+    Transient cost: three uint64 per byte of text.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    array = pc.cast(tokens.to_arrow(), pa.large_string())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    _, offsets_buffer, data_buffer = array.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[array.offset : array.offset + len(array) + 1]
-    start = int(offsets[0]) if len(offsets) else 0
-    size = int(offsets[-1]) - start if len(offsets) else 0
-    data = (
-        np.frombuffer(data_buffer, dtype=np.uint8, count=size, offset=start)
-        if size
-        else np.zeros(0, np.uint8)
-    )
+    bytes_before = np.concatenate([[0], np.cumsum(tokens.str.len_bytes().to_numpy().astype(np.int64))])
+    data = np.frombuffer(tokens.str.join("").item().encode("utf-8"), dtype=np.uint8) if len(tokens) else []
+    size = len(data)
     with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(size + 1, _BYTE_BASE, dtype=np.uint64))
-        powers = np.concatenate([[np.uint64(1)], powers[:-1]])  # B^0 .. B^size
+        powers = np.cumprod(np.full(size + 1, _BYTE_BASE, dtype=np.uint64))  # B^1 .. B^(size+1)
         inverse = np.cumprod(np.full(size, _BYTE_BASE_INVERSE, dtype=np.uint64))
         inverse = np.concatenate([[np.uint64(1)], inverse[:-1]])  # B^-0 .. B^-(size-1)
-        sums = np.concatenate([[np.uint64(0)], np.cumsum((data.astype(np.uint64) + np.uint64(1)) * inverse)])
-    previous_power = np.concatenate([[np.uint64(0)], powers[:-1]])  # P[i] = B^(i-1)
-    return (offsets - start).astype(np.int64), previous_power, sums
+        weighted = (np.asarray(data, np.uint64) + np.uint64(1)) * inverse
+        sums = np.concatenate([[np.uint64(0)], np.cumsum(weighted)])
+    previous_power = np.concatenate([[np.uint64(0), np.uint64(1)], powers[:-2]])  # P[i] = B^(i-1)
+    return bytes_before, previous_power[bytes_before], sums[bytes_before]
 
 
 def top_ngram_chars(index: NgramIndex, n: int) -> np.ndarray:
@@ -337,15 +330,13 @@ def duplicated_ngram_chars(index: NgramIndex, n: int, docs: np.ndarray) -> np.nd
     repeated = repeated.with_columns(first=pl.col("pos").first().over("key")).filter(
         pl.col("pos") > pl.col("first")
     )
-    slot = {int(d): i for i, d in enumerate(docs)}
-    for (doc,), part in repeated.group_by("doc", maintain_order=True):
-        result[slot[int(doc)]] = _greedy_walk(
-            part.get_column("pos").to_list(),
-            part.get_column("first").to_list(),
-            part.get_column("key").to_list(),
-            part.get_column("chars").to_list(),
-            n,
-        )
+    slot = np.zeros(index.n_docs, dtype=np.int64)
+    slot[docs] = np.arange(len(docs))
+    doc = repeated.get_column("doc").to_numpy()
+    columns = [repeated.get_column(c).to_list() for c in ("pos", "first", "key", "chars")]
+    bounds = np.flatnonzero(np.diff(doc)) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(doc)], strict=True):
+        result[slot[doc[lo]]] = _greedy_walk(*(column[lo:hi] for column in columns), n)
     return result
 
 
