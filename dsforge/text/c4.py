@@ -21,6 +21,7 @@ from dsforge.registry import register_step
 from dsforge.steps.base import METRIC_PREFIX, Filter, merge_drop_reason
 from dsforge.text import doc_stats
 from dsforge.text.gopher import texts_of
+from dsforge.text.words import special_cases
 
 CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 POLICY_PHRASES = (
@@ -57,6 +58,9 @@ class C4Quality(Filter):
     filter_curly_bracket: bool = True
     filter_policy: bool = True
     example = {"column": "text"}
+
+    def setup(self) -> None:
+        special_cases()  # spaCy's English exception table, loaded once per process
 
     def process(self, batch: pl.DataFrame) -> pl.DataFrame:
         result = self.clean(texts_of(self, batch, self.column))

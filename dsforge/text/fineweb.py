@@ -13,6 +13,7 @@ from dsforge.registry import register_step
 from dsforge.steps.base import Filter
 from dsforge.text import doc_stats
 from dsforge.text.gopher import first_reason, ratio, texts_of
+from dsforge.text.words import special_cases
 
 
 @register_step("fineweb_quality")
@@ -32,6 +33,9 @@ class FineWebQuality(Filter):
     char_duplicates_ratio: float = 0.01
     new_line_ratio: float = 0.3
     example = {"column": "text"}
+
+    def setup(self) -> None:
+        special_cases()  # spaCy's English exception table, loaded once per process
 
     def drop_reason(self, batch: pl.DataFrame) -> pl.Series:
         texts = texts_of(self, batch, self.column)
@@ -66,9 +70,7 @@ class FineWebQuality(Filter):
                 "fineweb_char_dup_ratio",
             ),
         ]
-        reason = stats.select(
-            first_reason([(rule.fill_null(False), name) for rule, name in rules])
-        ).to_series()
+        reason = stats.select(first_reason(rules)).to_series()
 
         # newlines per word: every whitespace-separated chunk holds at least one word, so only pages
         # with more than new_line_ratio newlines per chunk can fail; only those are split into words

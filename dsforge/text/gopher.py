@@ -8,6 +8,8 @@ names the drop reason.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import polars as pl
 from pydantic import Field
@@ -16,17 +18,19 @@ from dsforge.registry import register_step
 from dsforge.steps.base import Filter
 from dsforge.steps.columns import require_columns
 from dsforge.text import doc_stats
+from dsforge.text.words import special_cases
 
+NgramSize = Annotated[int, Field(ge=1)]
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
 def first_reason(rules: list[tuple[pl.Expr, str]]) -> pl.Expr:
-    """The name of the first rule whose condition holds, else null."""
+    """The name of the first rule whose condition holds (a null condition does not), else null."""
     if not rules:
         return pl.lit(None, dtype=pl.String)
-    chain = pl.when(rules[0][0]).then(pl.lit(rules[0][1]))
+    chain = pl.when(rules[0][0].fill_null(False)).then(pl.lit(rules[0][1]))
     for condition, name in rules[1:]:
-        chain = chain.when(condition).then(pl.lit(name))
+        chain = chain.when(condition.fill_null(False)).then(pl.lit(name))
     return chain.otherwise(pl.lit(None, dtype=pl.String))
 
 
@@ -61,6 +65,9 @@ class GopherQuality(Filter):
     stop_words: list[str] = Field(default_factory=lambda: list(STOP_WORDS))
     example = {"column": "text"}
 
+    def setup(self) -> None:
+        special_cases()  # spaCy's English exception table, loaded once per process
+
     def statistics(self, texts: pl.Series) -> pl.DataFrame:
         """One row per text: the counts every rule compares."""
         words = doc_stats.word_rows(texts)
@@ -72,49 +79,40 @@ class GopherQuality(Filter):
         return stats.select(reason=self.decide()).get_column("reason")
 
     def decide(self) -> pl.Expr:
+        """The first failing rule's reason, from the columns of :meth:`statistics`."""
         c = pl.col
-        content = c("n_non_symbol")
+        content, words, lines = c("n_non_symbol"), c("n_words"), c("n_lines")
         mean_length = ratio(c("non_symbol_chars"), content)
-        rules: list[tuple[pl.Expr, str]] = []
-        if self.min_doc_words:
-            rules.append((content < self.min_doc_words, "gopher_short_doc"))
-        if self.max_doc_words:
-            rules.append((content > self.max_doc_words, "gopher_long_doc"))
-        if self.min_avg_word_length:
-            rules.append((mean_length < self.min_avg_word_length, "gopher_below_avg_threshold"))
-        if self.max_avg_word_length:
-            rules.append((mean_length > self.max_avg_word_length, "gopher_above_avg_threshold"))
-        if self.max_symbol_word_ratio:
-            rules.append(
-                (ratio(c("hashes"), c("n_words")) > self.max_symbol_word_ratio, "gopher_too_many_hashes")
-            )
-            rules.append(
-                (ratio(c("ellipses"), c("n_words")) > self.max_symbol_word_ratio, "gopher_too_many_ellipsis")
-            )
-        if self.max_bullet_lines_ratio:
-            rules.append(
-                (
-                    ratio(c("bullet_lines"), c("n_lines")) > self.max_bullet_lines_ratio,
-                    "gopher_too_many_bullets",
-                )
-            )
-        if self.max_ellipsis_lines_ratio:
-            rules.append(
-                (
-                    ratio(c("ellipsis_lines"), c("n_lines")) > self.max_ellipsis_lines_ratio,
-                    "gopher_too_many_end_ellipsis",
-                )
-            )
-        if self.max_non_alpha_words_ratio:
-            rules.append(
-                (
-                    ratio(c("n_alpha"), c("n_words")) < self.max_non_alpha_words_ratio,
-                    "gopher_below_alpha_threshold",
-                )
-            )
-        if self.min_stop_words:
-            rules.append((c("n_stop_words") < self.min_stop_words, "gopher_enough_stop_words"))
-        return first_reason([(rule.fill_null(False), name) for rule, name in rules])
+        # (threshold, rule failing for it, reason) in datatrove's order; a falsy threshold disables
+        checks = [
+            (self.min_doc_words, lambda t: content < t, "gopher_short_doc"),
+            (self.max_doc_words, lambda t: content > t, "gopher_long_doc"),
+            (self.min_avg_word_length, lambda t: mean_length < t, "gopher_below_avg_threshold"),
+            (self.max_avg_word_length, lambda t: mean_length > t, "gopher_above_avg_threshold"),
+            (self.max_symbol_word_ratio, lambda t: ratio(c("hashes"), words) > t, "gopher_too_many_hashes"),
+            (
+                self.max_symbol_word_ratio,
+                lambda t: ratio(c("ellipses"), words) > t,
+                "gopher_too_many_ellipsis",
+            ),
+            (
+                self.max_bullet_lines_ratio,
+                lambda t: ratio(c("bullet_lines"), lines) > t,
+                "gopher_too_many_bullets",
+            ),
+            (
+                self.max_ellipsis_lines_ratio,
+                lambda t: ratio(c("ellipsis_lines"), lines) > t,
+                "gopher_too_many_end_ellipsis",
+            ),
+            (
+                self.max_non_alpha_words_ratio,
+                lambda t: ratio(c("n_alpha"), words) < t,
+                "gopher_below_alpha_threshold",
+            ),
+            (self.min_stop_words, lambda t: c("n_stop_words") < t, "gopher_enough_stop_words"),
+        ]
+        return first_reason([(fails(t), name) for t, fails, name in checks if t])
 
 
 @register_step("gopher_repetition")
@@ -130,36 +128,45 @@ class GopherRepetition(Filter):
     dup_para_frac: float | None = 0.3
     dup_line_char_frac: float | None = 0.2
     dup_para_char_frac: float | None = 0.2
-    top_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
-    dup_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
+    top_n_grams: list[tuple[NgramSize, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
+    dup_n_grams: list[tuple[NgramSize, float]] = [
+        (5, 0.15),
+        (6, 0.14),
+        (7, 0.13),
+        (8, 0.12),
+        (9, 0.11),
+        (10, 0.10),
+    ]
     example = {"column": "text"}
+
+    def setup(self) -> None:
+        special_cases()  # spaCy's English exception table, loaded once per process
 
     def drop_reason(self, batch: pl.DataFrame) -> pl.Series:
         texts = texts_of(self, batch, self.column)
         stats = doc_stats.paragraph_and_line_duplicates(texts)
         c = pl.col
         chars = c("text_chars")
-        rules = [(chars == 0, "gopher_empty")]
-        if self.dup_para_frac:
-            rules.append(
-                (ratio(c("dup_paragraphs"), c("n_paragraphs")) > self.dup_para_frac, "gopher_dup_para_frac")
-            )
-        if self.dup_para_char_frac:
-            rules.append(
-                (
-                    ratio(c("dup_paragraph_chars"), chars) > self.dup_para_char_frac,
-                    "gopher_dup_para_char_frac",
-                )
-            )
-        if self.dup_line_frac:
-            rules.append((ratio(c("dup_lines"), c("n_lines")) > self.dup_line_frac, "gopher_dup_line_frac"))
-        if self.dup_line_char_frac:
-            rules.append(
-                (ratio(c("dup_line_chars"), chars) > self.dup_line_char_frac, "gopher_dup_line_char_frac")
-            )
-        reason = stats.select(
-            first_reason([(rule.fill_null(False), name) for rule, name in rules])
-        ).to_series()
+        checks = [
+            (
+                self.dup_para_frac,
+                lambda t: ratio(c("dup_paragraphs"), c("n_paragraphs")) > t,
+                "gopher_dup_para_frac",
+            ),
+            (
+                self.dup_para_char_frac,
+                lambda t: ratio(c("dup_paragraph_chars"), chars) > t,
+                "gopher_dup_para_char_frac",
+            ),
+            (self.dup_line_frac, lambda t: ratio(c("dup_lines"), c("n_lines")) > t, "gopher_dup_line_frac"),
+            (
+                self.dup_line_char_frac,
+                lambda t: ratio(c("dup_line_chars"), chars) > t,
+                "gopher_dup_line_char_frac",
+            ),
+        ]
+        rules = [(chars == 0, "gopher_empty")] + [(fails(t), name) for t, fails, name in checks if t]
+        reason = stats.select(first_reason(rules)).to_series()
         n_grams = [n for n, _ in self.top_n_grams] + [n for n, _ in self.dup_n_grams]
         if not n_grams or reason.is_not_null().all():
             return reason
