@@ -7,7 +7,9 @@ not thread overhead). Per run: CPU time (user + system of the child and its chil
 ``os.wait4``) and peak RSS. Medians of ``RUNS`` runs, interleaved to spread machine noise.
 
 * raw: ``Tokenizer.from_file`` + ``encode_batch`` over batches of 2,000 texts (no writing).
-* dsforge: ``dsforge build`` of recipe sources → tokenize → drop_columns → megatron sink.
+* dsforge: ``dsforge build`` of recipe sources → tokenize → drop_columns → megatron sink,
+  "cold" with an empty tokenizer cache (the process imports transformers to load GPT-2) and
+  "warm" with the cache the cold run left (what every later build and every worker sees).
 * datatrove: JsonlReader → DocumentTokenizer (no shuffle) with LocalPipelineExecutor.
 
 Run: ``.venv/bin/python bench/bench_tokenize.py`` (a couple of minutes).
@@ -104,11 +106,40 @@ LocalPipelineExecutor(
 """.replace("{batch}", str(BATCH))
 
 
+# encode stage alone: CPU time around the encoding loop only, same texts, same batches
+STAGE_RAW = """
+import sys, time, orjson
+from tokenizers import Tokenizer
+tokenizer = Tokenizer.from_file(sys.argv[1] + "/tokenizer.json")
+texts = [orjson.loads(line)["text"] for line in open(sys.argv[2], "rb")]
+start = time.process_time()
+for first in range(0, len(texts), {batch}):
+    ids = [e.ids for e in tokenizer.encode_batch(texts[first:first + {batch}])]
+print(time.process_time() - start)
+""".replace("{batch}", str(BATCH))
+
+STAGE_DSFORGE = """
+import sys, time, orjson, polars as pl
+from dsforge.registry import get_step
+step = get_step("tokenize").model_validate({"tokenizer": sys.argv[1]})
+step.setup()
+texts = [orjson.loads(line)["text"] for line in open(sys.argv[2], "rb")]
+frames = [pl.DataFrame({"text": texts[first:first + {batch}]}) for first in range(0, len(texts), {batch})]
+start = time.process_time()
+for frame in frames:
+    step.process(frame)
+print(time.process_time() - start)
+""".replace("{batch}", str(BATCH))
+
+
 def dsforge_recipe(corpus: Path, folder: Path) -> Path:
     recipe = {
         "name": "bench-tokenize",
         "sources": [{"path": str(corpus)}],
-        "steps": [{"step": "tokenize", "tokenizer": str(GPT2)}, {"step": "drop_columns", "columns": ["text"]}],
+        "steps": [
+            {"step": "tokenize", "tokenizer": str(GPT2)},
+            {"step": "drop_columns", "columns": ["text"]},
+        ],
         "output": {"path": str(folder / "out"), "format": "megatron"},
         "runtime": {"workers": 1, "batch_size": BATCH},
     }
@@ -117,9 +148,9 @@ def dsforge_recipe(corpus: Path, folder: Path) -> Path:
     return path
 
 
-def measure(command: list[str]) -> tuple[float, float, float, str]:
+def measure(command: list[str], cache: Path) -> tuple[float, float, float, str]:
     """(CPU seconds, wall seconds, peak RSS MB, stdout) of one child process and its children."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "DSFORGE_CACHE_DIR": str(cache)}
     start = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, env=env)
@@ -141,29 +172,45 @@ def main() -> None:
         dsforge_cli = str(Path(PYTHON).with_name("dsforge"))
         commands = {
             "raw tokenizers encode_batch": [PYTHON, "-c", RAW, str(GPT2), str(corpus)],
-            "dsforge tokenize + megatron": [dsforge_cli, "build", str(recipe), "--force", "-q"],
-            "datatrove DocumentTokenizer": [PYTHON, "-c", DATATROVE, str(GPT2), str(corpus), str(folder / "dt")],
+            "dsforge (cold tokenizer cache)": [dsforge_cli, "build", str(recipe), "--force", "-q"],
+            "dsforge (warm tokenizer cache)": [dsforge_cli, "build", str(recipe), "--force", "-q"],
+            "datatrove DocumentTokenizer": [
+                PYTHON,
+                "-c",
+                DATATROVE,
+                str(GPT2),
+                str(corpus),
+                str(folder / "dt"),
+            ],
+        }
+        stages = {
+            "raw encode_batch": [PYTHON, "-c", STAGE_RAW, str(GPT2), str(corpus)],
+            "dsforge tokenize step": [PYTHON, "-c", STAGE_DSFORGE, str(GPT2), str(corpus)],
         }
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+        stage_cpu: dict[str, list[float]] = {name: [] for name in stages}
         tokens = 0
-        step_seconds: list[float] = []
-        for _ in range(RUNS):
+        for run in range(RUNS):
+            cache = folder / f"cache{run}"  # empty for the cold run, filled by it for the warm one
             for name, command in commands.items():
-                cpu, wall, rss, out = measure(command)
+                cpu, wall, rss, out = measure(command, cache)
                 results[name].append((cpu, wall, rss))
                 if name.startswith("raw"):
                     tokens = int(out.strip().splitlines()[-1])
-                if name.startswith("dsforge"):
+                if name.startswith("dsforge (warm"):
                     stats = json.loads((folder / "out" / "stats.json").read_text())
                     assert stats["output"]["tokens"]["train"] == tokens or not tokens, "token counts differ"
-                    step_seconds.append(next(s["seconds"] for s in stats["steps"] if s["step"] == "tokenize"))
-        report(results, tokens, documents, corpus.stat().st_size, step_seconds)
+            for name, command in stages.items():
+                stage_cpu[name].append(float(measure(command, cache)[3].strip().splitlines()[-1]))
+        report(results, tokens, documents, corpus.stat().st_size, stage_cpu)
 
 
-def report(results: dict, tokens: int, documents: int, corpus_bytes: int, step_seconds: list[float]) -> None:
-    print(f"corpus: {documents:,} documents, {corpus_bytes / 1e6:.1f} MB JSONL, {tokens:,} GPT-2 tokens (with EOS)")
+def report(results: dict, tokens: int, documents: int, corpus_bytes: int, stage_cpu: dict) -> None:
+    print(
+        f"corpus: {documents:,} documents, {corpus_bytes / 1e6:.1f} MB JSONL, {tokens:,} GPT-2 tokens (+EOS)"
+    )
     print(f"medians of {RUNS} runs, one process each, TOKENIZERS_PARALLELISM=false\n")
-    header = f"{'tool':30} {'CPU s':>7} {'wall s':>7} {'Mtok/CPU-s':>11} {'peak RSS MB':>12} {'vs raw':>7}"
+    header = f"{'tool':32} {'CPU s':>7} {'wall s':>7} {'Mtok/CPU-s':>11} {'peak RSS MB':>12} {'vs raw':>7}"
     print(header)
     print("-" * len(header))
     raw_rate = None
@@ -173,13 +220,12 @@ def report(results: dict, tokens: int, documents: int, corpus_bytes: int, step_s
         rss = statistics.median(r[2] for r in runs)
         rate = tokens / cpu
         raw_rate = raw_rate or rate
-        print(f"{name:30} {cpu:7.2f} {wall:7.2f} {rate / 1e6:11.3f} {rss:12.0f} {rate / raw_rate:6.2f}x")
-    raw_cpu = statistics.median(r[0] for r in results["raw tokenizers encode_batch"])
-    step = statistics.median(step_seconds)
-    print(
-        f"\nencode stage only: dsforge tokenize step {step:.2f} s (wall, 1 thread) vs raw whole process "
-        f"{raw_cpu:.2f} s CPU: {raw_cpu / step:.2f}x"
-    )
+        print(f"{name:32} {cpu:7.2f} {wall:7.2f} {rate / 1e6:11.3f} {rss:12.0f} {rate / raw_rate:6.2f}x")
+    raw_stage = statistics.median(stage_cpu["raw encode_batch"])
+    print(f"\nencode stage only (CPU around the encoding loop, batches of {BATCH:,} texts):")
+    for name, runs in stage_cpu.items():
+        cpu = statistics.median(runs)
+        print(f"{name:32} {cpu:7.2f} s  {tokens / cpu / 1e6:.3f} Mtok/CPU-s  {raw_stage / cpu:5.2f}x")
 
 
 if __name__ == "__main__":

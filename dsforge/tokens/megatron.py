@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dsforge.errors import DsforgeError
 from dsforge.io.parts import PartStore
@@ -129,8 +129,10 @@ class MegatronSink(Sink):
 
     @field_validator("tokenizer")
     @classmethod
-    def _tokenizer_path(cls, value: str | None) -> str | None:
-        return None if value is None else check_tokenizer_location(value)
+    def _tokenizer_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return (
+            None if value is None else check_tokenizer_location(value, (info.context or {}).get("base_dir"))
+        )
 
     @model_validator(mode="after")
     def _one_vocab_source(self) -> MegatronSink:

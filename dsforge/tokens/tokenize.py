@@ -16,7 +16,7 @@ from itertools import chain, pairwise
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from dsforge.errors import DsforgeError
 from dsforge.registry import register_step
@@ -94,8 +94,8 @@ class Tokenize(Transform):
 
     @field_validator("tokenizer")
     @classmethod
-    def _exists_if_path(cls, value: str) -> str:
-        return check_tokenizer_location(value)
+    def _exists_if_path(cls, value: str, info: ValidationInfo) -> str:
+        return check_tokenizer_location(value, (info.context or {}).get("base_dir"))
 
     def fingerprint_extra(self) -> str:
         return tokenizer_fingerprint(self.tokenizer)

@@ -39,10 +39,18 @@ def looks_like_path(value: str) -> bool:
     )
 
 
-def check_tokenizer_location(value: str) -> str:
-    """Pydantic-friendly check: a path-looking value must exist (a Hub id is checked when loaded)."""
-    if looks_like_path(value) and not Path(value).expanduser().exists():
-        raise ValueError(f"no tokenizer folder at {value} (give a local folder or a Hub id like 'gpt2')")
+def check_tokenizer_location(value: str, base_dir: str | Path | None = None) -> str:
+    """Pydantic-friendly check: a path-looking value must exist (a Hub id is checked when loaded).
+
+    ``org/name`` whose ``org`` is a folder beside the recipe is taken for a mistyped local path.
+    """
+    path = Path(value).expanduser()
+    if path.exists():
+        return value
+    local_head = base_dir is not None and "/" in value and (Path(base_dir) / value.split("/")[0]).is_dir()
+    if looks_like_path(value) or local_head:
+        shown = path if path.is_absolute() or base_dir is None else Path(base_dir) / path
+        raise ValueError(f"no tokenizer folder at {shown} (give a local folder or a Hub id like 'gpt2')")
     return value
 
 

@@ -227,8 +227,11 @@ def _verify_megatron(prefix: Path, context: _Context, report: Report) -> None:
             f"{label}: {int(empty_last.sum() + (~nonempty_docs).sum()):,} empty documents (no EOS)"
         )
     _check_eos(np.asarray(tokens[ends[~empty_last]]), context, label, report)
-    max_id = max((int(tokens[i : i + _CHUNK].max()) for i in range(0, total, _CHUNK)), default=-1)
-    _check_vocab(max_id, index.dtype, context, label, report)
+    chunks = [tokens[i : i + _CHUNK] for i in range(0, total, _CHUNK)]
+    min_id = min((int(chunk.min()) for chunk in chunks), default=0)
+    if min_id < 0:
+        report.problems.append(f"{label}: negative token id {min_id}")
+    _check_vocab(max((int(chunk.max()) for chunk in chunks), default=-1), index.dtype, context, label, report)
     report.documents += index.documents
     report.tokens += total
     if context.tokenizer is not None:
