@@ -111,6 +111,13 @@ def special_cases() -> SpecialCases:
         import spacy
         from spacy.attrs import ORTH
     except ImportError:  # pragma: no cover - spaCy ships with the dev extras
+        import warnings
+
+        warnings.warn(
+            "spaCy is not installed: English word splitting runs without its exception table "
+            "(don't, e.g., Mr., emoticons); quality-filter decisions may differ slightly from datatrove's",
+            stacklevel=2,
+        )
         table: dict[str, str] = {}
     else:
         rules = spacy.blank("en").tokenizer.rules
