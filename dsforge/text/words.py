@@ -15,7 +15,8 @@ from every unfinished chunk, until none changes. Rust regexes have no look-aroun
 The special-case table is spaCy's own (read once per process from the installed spaCy, the same
 data datatrove's tokenizer uses); without spaCy the table is empty and only the affix rules apply.
 
-Agreement with spaCy on the shared web test data: 99.98 % of chunks, see tests/test_quality_filters.py.
+On the shared test documents (C4, Common Crawl, DCLM, Wikipedia: 1,140 texts, 792k words) the
+word lists are identical to spaCy's for every text; tests/test_quality_filters.py checks it.
 """
 
 from __future__ import annotations
