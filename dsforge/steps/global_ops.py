@@ -27,13 +27,16 @@ class DedupExact(GlobalStep):
     """
 
     columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    roles: list[str] | None = Field(
+        None, description="for conversation columns (messages): compare only these roles' turns, e.g. [user]"
+    )
     lowercase: bool = False
     collapse_whitespace: bool = True
     strip_punctuation: bool = False
     example = {"columns": ["text"], "lowercase": True}
 
     def _key(self, batch: pl.DataFrame) -> pl.Expr:
-        text = key_text(batch, self.columns)
+        text = key_text(batch, self.columns, self.roles)
         if self.lowercase:
             text = text.str.to_lowercase()
         if self.strip_punctuation:

@@ -12,15 +12,29 @@ import polars_hash as plh
 SEPARATOR = "\x1f"
 
 
-def as_text(column: str, dtype: pl.DataType) -> pl.Expr:
-    """Any column as text: strings as they are, nested values as JSON."""
+def is_conversation(dtype: pl.DataType) -> bool:
+    """A list of {role, content} structs: chat ``messages`` or a preference ``prompt``."""
+    inner = getattr(dtype, "inner", None)
+    return (
+        isinstance(dtype, pl.List)
+        and isinstance(inner, pl.Struct)
+        and {"role", "content"} <= {f.name for f in inner.fields}
+    )
+
+
+def as_text(column: str, dtype: pl.DataType, roles: list[str] | None = None) -> pl.Expr:
+    """Any column as text: strings as they are, conversations as the text of the chosen roles'
+    turns (all turns when ``roles`` is None), other nested values as JSON."""
     if dtype == pl.String:
         return pl.col(column).fill_null("")
+    if roles is not None and is_conversation(dtype):
+        turns = pl.col(column).list.eval(pl.element().filter(pl.element().struct.field("role").is_in(roles)))
+        return turns.list.eval(pl.element().struct.field("content")).list.join(SEPARATOR).fill_null("")
     return pl.struct(pl.col(column)).struct.json_encode()
 
 
-def key_text(batch: pl.DataFrame, columns: list[str]) -> pl.Expr:
-    parts = [as_text(c, batch.schema[c]) for c in columns]
+def key_text(batch: pl.DataFrame, columns: list[str], roles: list[str] | None = None) -> pl.Expr:
+    parts = [as_text(c, batch.schema[c], roles) for c in columns]
     return parts[0] if len(parts) == 1 else pl.concat_str(parts, separator=SEPARATOR)
 
 

@@ -23,8 +23,11 @@ class Split(Transform):
     test_size: float = Field(0.1, ge=0, lt=1)
     validation_size: float = Field(0.0, ge=0, lt=1)
     by: list[str] | None = Field(None, description="group-key columns; rows sharing them share a split")
+    roles: list[str] | None = Field(
+        None, description="for conversation columns in `by`: key on these roles' turns only, e.g. [user]"
+    )
     seed: int | None = None
-    example = {"test_size": 0.05, "by": ["prompt"]}
+    example = {"test_size": 0.05, "by": ["messages"], "roles": ["user"]}
 
     @model_validator(mode="after")
     def _sizes(self) -> Split:
@@ -36,7 +39,7 @@ class Split(Transform):
         columns = self.by or [c for c in batch.columns if c != SPLIT_COLUMN]
         require_columns(self, batch, columns)
         seed = self.context.seed if self.seed is None else self.seed
-        u = unit_interval(stable_hash(key_text(batch, columns), seed=seed))
+        u = unit_interval(stable_hash(key_text(batch, columns, self.roles), seed=seed))
         split = (
             pl.when(u < self.test_size)
             .then(pl.lit("test"))
