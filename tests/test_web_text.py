@@ -401,3 +401,22 @@ def test_warc_to_clean_english_parquet(shared_data, tmp_path, write_recipe):
     assert "html" not in out.columns
     assert (out["language"] == "en").all() and out["text"].str.len_chars().min() > 0
     assert json.loads((result.output / "stats.json").read_text())["steps"][2]["step"] == "language"
+
+
+def test_extract_html_passes_plain_text_sources_through(shared_data, write_recipe):
+    pages = str(shared_data / "raw/web_html/article_extraction_benchmark.parquet")
+    books_path = str(shared_data / "raw/gutenberg_books.jsonl.zst")
+    web = {"name": "web", "path": pages, "columns": ["url", "html"], "max_rows": 12}
+    books = {"name": "books", "path": books_path, "columns": ["text"], "max_rows": 2}
+    recipe = write_recipe({"sources": [web, books], "steps": [{"step": "extract_html"}]})
+    out = build(recipe).output
+    frame = pl.read_parquet(out / "data")
+    books = frame.filter(pl.col("source") == "books")
+    originals = pl.read_ndjson(
+        io.BytesIO(zstandard.ZstdDecompressor().decompress(
+            (shared_data / "raw/gutenberg_books.jsonl.zst").read_bytes(), max_output_size=1 << 30
+        ))
+    ).head(2)  # fmt: skip
+    assert books.get_column("text").to_list() == originals.get_column("text").to_list()
+    assert "html" not in frame.columns
+    assert frame.filter(pl.col("source") == "web").get_column("text").null_count() == 0

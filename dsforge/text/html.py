@@ -84,7 +84,10 @@ def decode_html(payload: bytes, declared: str | None) -> str | None:
 
 @register_step("extract_html")
 class ExtractHtml(Filter):
-    """Main-content text of HTML pages (trafilatura); drops pages that are binary or yield no text."""
+    """Main-content text of HTML pages (trafilatura); drops pages that are binary or yield no text.
+
+    Rows that carry text but no HTML (plain-text sources mixed into the same recipe) pass through.
+    """
 
     column: str = "html"
     output_column: str = "text"
@@ -98,6 +101,10 @@ class ExtractHtml(Filter):
         import trafilatura  # noqa: F401 - import once per worker, not per batch
 
     def annotate(self, batch: pl.DataFrame) -> pl.DataFrame:
+        # rows from plain-text sources (no HTML, text already there) pass through untouched, so one
+        # recipe can mix web pages with books and Wikipedia
+        if self.column not in batch.columns and self.output_column in batch.columns:
+            return batch.with_columns(pl.lit(None, dtype=pl.String).alias(REASON_COLUMN))
         require_columns(self, batch, [self.column])
         dtype = batch.schema[self.column]
         if dtype not in (pl.Binary, pl.String):
@@ -117,10 +124,20 @@ class ExtractHtml(Filter):
             else [None] * batch.height
         )
         texts, reasons = self._extract_all(pages, charsets, urls)
-        return batch.with_columns(
-            pl.Series(self.output_column, texts, dtype=pl.String),
-            pl.Series(REASON_COLUMN, reasons, dtype=pl.String),
-        )
+        extracted = pl.Series(self.output_column, texts, dtype=pl.String)
+        reason = pl.Series(REASON_COLUMN, reasons, dtype=pl.String)
+        if self.output_column in batch.columns and self.output_column != self.column:
+            has_text = (
+                batch.get_column(self.column).is_null() & batch.get_column(self.output_column).is_not_null()
+            )
+            extracted = pl.select(
+                pl.when(has_text).then(batch.get_column(self.output_column)).otherwise(extracted)
+            )
+            extracted = extracted.to_series().alias(self.output_column)
+            reason = (
+                pl.select(pl.when(has_text).then(None).otherwise(reason)).to_series().alias(REASON_COLUMN)
+            )
+        return batch.with_columns(extracted, reason)
 
     def _extract_all(self, pages: list, charsets: list, urls: list) -> tuple[list, list]:
         from trafilatura import extract
@@ -163,5 +180,6 @@ class ExtractHtml(Filter):
         out = super().process(batch).drop(REASON_COLUMN)
         if not self.keep_html:
             extra = ["charset"] if "charset" in out.columns and self.column == "html" else []
-            out = out.drop([self.column, *extra]) if self.column != self.output_column else out
+            if self.column != self.output_column:
+                out = out.drop([c for c in (self.column, *extra) if c in out.columns])
         return out
