@@ -5,6 +5,11 @@ no post-processor template); the step adds BOS/EOS itself, so the ids are exactl
 ``tokenizer(text)`` gives plus EOS, whatever template the tokenizer carries. Ids are stored as
 UInt16 when the vocabulary fits (half the bytes of UInt32 in every part and shard), else UInt32.
 Each row also reports ``__metric__tokens``, so the build funnel is a token ledger.
+
+The tokenizer is loaded once per process in ``setup()`` (through dsforge's tokenizer cache, so
+workers skip the transformers import). Inside dsforge worker processes the Rust thread pool is
+turned off: the process pool already uses the cores. In the main process (``workers: 1``) the
+``TOKENIZERS_PARALLELISM`` setting stands (dsforge defaults it to false; export true to use it).
 """
 
 from __future__ import annotations
@@ -33,13 +38,13 @@ from dsforge.types import PathOrHubId
 
 OUTPUT_COLUMN = "input_ids"
 TOKENS_METRIC = f"{METRIC_PREFIX}tokens"
-#: characters per encode call: the Rust Encoding objects cost ~100 bytes per token while they
-#: live, so whatever the batch size, one call holds ~250k tokens (~25 MB), not the whole batch.
-ENCODE_CHARS = 1_000_000
+#: UTF-8 bytes of text per encode call: the Rust Encoding objects cost ~100 bytes per token while
+#: they live, so whatever the batch size, one call holds ~250k tokens (~25 MB), not the whole batch.
+ENCODE_BYTES = 1_000_000
 
 
-def _chunks_by_chars(text: pl.Series, limit: int) -> list[list[str]]:
-    """Consecutive slices of ``text`` holding about ``limit`` characters each (at least one row)."""
+def _chunks_by_bytes(text: pl.Series, limit: int) -> list[list[str]]:
+    """Consecutive slices of ``text`` holding about ``limit`` bytes each (at least one row)."""
     ends = text.str.len_bytes().cum_sum().to_numpy()
     group = ends // limit
     cuts = np.flatnonzero(np.diff(group)) + 1
@@ -143,7 +148,7 @@ class Tokenize(Transform):
         info = self.info
         text = batch.get_column(self.column).cast(pl.String).fill_null("")
         numpy_dtype = np.uint16 if self.id_dtype == pl.UInt16 else np.uint32
-        parts = [self._encode(texts, numpy_dtype) for texts in _chunks_by_chars(text, ENCODE_CHARS)]
+        parts = [self._encode(texts, numpy_dtype) for texts in _chunks_by_bytes(text, ENCODE_BYTES)]
         lengths = np.concatenate([np.zeros(0, dtype=np.int64), *(part[0] for part in parts)])
         body = np.concatenate([np.zeros(0, dtype=numpy_dtype), *(part[1] for part in parts)])
         add_bos = info.adds_bos if self.add_bos is None else self.add_bos
