@@ -97,6 +97,7 @@ def funnel_markdown(stats: dict[str, Any], with_time: bool = False) -> str:
 
 def print_funnel(stats: dict[str, Any], console) -> None:
     """Print the funnel as rich tables."""
+    from rich.markup import escape
     from rich.table import Table
 
     sources = Table(title="sources", title_justify="left")
@@ -130,6 +131,6 @@ def print_funnel(stats: dict[str, Any], console) -> None:
             kept,
             human_bytes(step["bytes_out"]),
             f"{step['seconds']:.2f}s",
-            detail or "-",
+            escape(detail) or "-",
         )
     console.print(table)
