@@ -11,7 +11,7 @@ whole-process CPU time (imports included) is shown too. Peers run single-process
 defaults: datatrove's MinhashConfig (14 bands x 8 rows, 5-grams), text-dedup 0.4 (num_perm 250,
 threshold 0.7, sha1, num_proc 1), datasketch MinHashLSH(threshold 0.7, num_perm 128).
 
-Run: .venv/bin/python bench/bench_dedup.py [--runs 3] [--base-docs 4000]
+Run: .venv/bin/python bench/bench_dedup.py [--runs 3] [--base-docs 4000] [--scale 1000000]
 """
 
 import argparse
@@ -373,13 +373,106 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _status_kb(field: str) -> int:
+    """VmRSS / VmHWM of this process (ru_maxrss would include the high-water mark of the parent's fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _peak_kb() -> int:
+    return max(_status_kb("VmHWM"), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+
+
 def child(method: str, corpus: Path, scratch: Path, report: Path) -> None:
     _, prepare, run, _ = METHODS[method]
     ready = prepare(corpus, scratch)
     cpu, wall = _cpu(), time.perf_counter()
     removed = ready() if run is None else run(corpus, scratch)
     cpu, wall = _cpu() - cpu, time.perf_counter() - wall
-    report.write_text(json.dumps({"cpu": cpu, "wall": wall, "removed": sorted(removed)}))
+    report.write_text(
+        json.dumps({"cpu": cpu, "wall": wall, "peak_mb": _peak_kb() / 1024, "removed": sorted(removed)})
+    )
+
+
+# --------------------------------------------------------------------------- scale (optional)
+
+
+def make_scale_store(folder: Path, docs: int, words: int = 80, part_rows: int = 50_000) -> None:
+    """Synthetic documents (Zipf words) with 5 % near copies, written as store parts."""
+    import numpy as np
+    import polars as pl
+
+    from dsforge.io.parts import PartStore
+
+    rng = np.random.default_rng(0)
+    vocabulary = np.array([f"w{i}" for i in range(50_000)])
+    store = PartStore(folder).create()
+    for index, start in enumerate(range(0, docs, part_rows)):
+        count = min(part_rows, docs - start)
+        tokens = vocabulary[np.minimum(rng.zipf(1.2, size=(count, words)) - 1, vocabulary.size - 1)]
+        copies = rng.random(count) < 0.05
+        tokens[copies] = tokens[np.flatnonzero(copies) - 1]  # copy the previous document ...
+        edits = copies[:, None] & (rng.random((count, words)) < 0.02)
+        tokens[edits] = "edited"  # ... with 2 % of its words replaced
+        texts = pl.Series("text", tokens.tolist()).list.join(" ")
+        store.write(index, pl.DataFrame({"id": np.arange(start, start + count), "text": texts}))
+
+
+def scale_child(folder: Path, report: Path) -> None:
+    """Run dedup_minhash alone on the store; report CPU and anonymous memory growth (sampled)."""
+    import threading
+
+    import polars as pl
+
+    from dsforge.io.parts import PartStore
+    from dsforge.registry import get_step
+    from dsforge.steps.base import DROP_COLUMN, StepContext
+
+    prepare_dsforge()
+    store = PartStore(folder)
+    step = get_step("dedup_minhash")().bind(StepContext(work_dir=str(folder.parent)))
+    baseline, peak, done = _status_kb("RssAnon"), [0], threading.Event()
+
+    def sample() -> None:  # anonymous memory only: mapped scratch files are reclaimable page cache
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _status_kb("RssAnon"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cpu = _cpu()
+    removed = sum(f.filter(pl.col(DROP_COLUMN).is_not_null()).height for f in step.run(store))
+    cpu = _cpu() - cpu
+    done.set()
+    sampler.join()
+    report.write_text(
+        json.dumps(
+            {
+                "cpu": cpu,
+                "removed": removed,
+                "anon_kb": peak[0],
+                "growth_kb": peak[0] - baseline,
+                "hwm_kb": _status_kb("VmHWM"),
+            }
+        )
+    )
+
+
+def scale(work: Path, docs: int) -> None:
+    folder = work / f"scale-{docs}" / "store"
+    if not folder.exists():
+        make_scale_store(folder, docs)
+    report = work / f"scale-{docs}" / "report.json"
+    command = [sys.executable, __file__, "--scale-child", str(folder), "--report", str(report)]
+    subprocess.run(command, check=True)
+    result = json.loads(report.read_text())
+    print(
+        f"dedup_minhash alone on {docs:,} synthetic docs (80 words): {result['cpu']:.1f} CPU-s "
+        f"({docs / result['cpu']:,.0f} docs/CPU-s), {result['removed']:,} removed; peak anonymous memory "
+        f"{result['anon_kb'] / 1024:.0f} MB (+{result['growth_kb'] / 1024:.0f} MB during the step), "
+        f"peak RSS with mapped scratch pages {result['hwm_kb'] / 1024:.0f} MB"
+    )
 
 
 # --------------------------------------------------------------------------- parent
@@ -416,7 +509,6 @@ def measure(method: str, corpus: Path, work: Path, runs: int) -> dict:
             raise RuntimeError(f"{method} failed:\n{(scratch / 'log.txt').read_text()[-3000:]}")
         result = json.loads(report.read_text())
         result["process_cpu"] = usage.ru_utime + usage.ru_stime  # the whole process and its children
-        result["peak_mb"] = usage.ru_maxrss / 1024
         results.append(result)
         removed = result["removed"]
         shutil.rmtree(scratch, ignore_errors=True)
@@ -455,7 +547,14 @@ def main() -> None:
     parser.add_argument("--corpus")
     parser.add_argument("--scratch")
     parser.add_argument("--report")
+    parser.add_argument(
+        "--scale", type=int, default=0, help="also time dedup_minhash alone on N synthetic docs"
+    )
+    parser.add_argument("--scale-child")
     args = parser.parse_args()
+    if args.scale_child:
+        scale_child(Path(args.scale_child), Path(args.report))
+        return
     if args.child:
         child(args.child, Path(args.corpus), Path(args.scratch), Path(args.report))
         return
@@ -483,10 +582,12 @@ def main() -> None:
             scores = evaluate(str(corpus / "ground_truth.jsonl"), str(measured["removed_file"]))
             rows[method] = {**measured, "scores": scores}
         print_table(rows, stats["total_docs"])
+    if args.scale:
+        scale(work, args.scale)
     print(
         "\ndsforge dedup_minhash state per document (defaults: 128 perms, 21 bands x 6 rows, verify): "
-        "RAM ~1 B held + ~36 B while one band is grouped + ~40 B per document with a duplicate; "
-        "scratch disk 168 B band keys + 512 B signatures"
+        "RAM 1 B held + ~36 B while one band is sorted + ~40 B per document with a duplicate; "
+        "scratch disk 168 B band keys + 256 B fingerprints"
     )
 
 

@@ -4,8 +4,9 @@ A pair with Jaccard ``s`` shares at least one of ``b`` bands of ``r`` rows with 
 ``1 - (1 - s**r)**b``. The split is chosen as in datasketch's ``_optimal_param``: minimize
 ``fp_weight * ∫_0^t P(s) ds + fn_weight * ∫_t^1 (1 - P(s)) ds`` over every ``b * r <= num_perm``.
 
-Buckets are found with a polars group-by over one band at a time (memory: one key and one
-document id per document), and each bucket becomes a star of pairs to its smallest document.
+Buckets are found one band at a time: a numpy sort of the band's keys picks the rows whose key
+repeats (16 bytes per document while it runs), then polars groups those few rows by key and each
+bucket becomes a star of pairs to its smallest document.
 With verification, a pair is kept only if the fraction of equal signature values (the unbiased
 Jaccard estimate) clears the cut-off; bucket members that fail against the star's centre are
 regrouped and tried against the next smallest member, so one dissimilar document sharing a
@@ -15,8 +16,10 @@ bucket cannot hide a true pair.
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -65,16 +68,64 @@ def verify_cutoff(threshold: float, num_perm: int, sigmas: float) -> float:
     return threshold - sigmas * math.sqrt(threshold * (1.0 - threshold) / num_perm)
 
 
+#: Verification keeps 16 bits of each signature value (b-bit MinHash, Li & König 2010): half the
+#: disk and I/O of full values; unrelated values then agree by chance with probability 2**-16,
+#: which :func:`estimated_jaccard` removes from the estimate.
+FINGERPRINT_BITS = 16
+_CHANCE = 2.0**-FINGERPRINT_BITS
+
+
+def fingerprints(signatures: np.ndarray) -> np.ndarray:
+    return (signatures & np.uint32(2**FINGERPRINT_BITS - 1)).astype(np.uint16)
+
+
+def estimated_jaccard_on_file(path: Path, width: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """:func:`estimated_jaccard` over a fingerprint file, mapped for this call only.
+
+    The file is mapped without read-ahead (only the pages of the rows asked for are read) and
+    unmapped before returning, so the pages leave the process (they stay in the reclaimable cache).
+    """
+    with open(path, "rb") as handle:
+        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        if hasattr(mapping, "madvise"):
+            mapping.madvise(mmap.MADV_RANDOM)
+        rows = np.frombuffer(mapping, dtype=np.uint16).reshape(-1, width)
+        estimates = estimated_jaccard(rows, left, right)
+        del rows
+        return estimates
+    finally:
+        mapping.close()
+
+
 def estimated_jaccard(
-    signatures: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65_536
+    fingerprint_rows: np.ndarray, left: np.ndarray, right: np.ndarray, chunk: int = 65_536
 ) -> np.ndarray:
-    """Fraction of equal signature values for each pair (rows may come from a memory map)."""
+    """Estimated Jaccard of each pair: fraction of equal fingerprints, corrected for chance agreement."""
     out = np.empty(left.size, dtype=np.float32)
     for start in range(0, left.size, chunk):
-        a = signatures[left[start : start + chunk]]
-        b = signatures[right[start : start + chunk]]
+        a = fingerprint_rows[left[start : start + chunk]]
+        b = fingerprint_rows[right[start : start + chunk]]
         out[start : start + chunk] = (a == b).mean(axis=1)
-    return out
+    return np.clip((out - _CHANCE) / (1.0 - _CHANCE), 0.0, 1.0)
+
+
+def _colliding(keys: np.ndarray, docs: np.ndarray) -> pl.DataFrame:
+    """The (key, doc) rows whose key occurs more than once.
+
+    A sort costs 16 bytes per document (order + sorted keys); a hash group-by over all documents
+    (polars ``is_duplicated``) peaked at ~110 bytes per document, and only the few colliding rows
+    need the grouping that follows.
+    """
+    order = np.argsort(keys)
+    ordered = keys[order]
+    same_as_next = ordered[1:] == ordered[:-1]
+    del ordered
+    repeated = np.zeros(keys.size, dtype=bool)
+    repeated[:-1] |= same_as_next
+    repeated[1:] |= same_as_next
+    chosen = order[repeated]
+    return pl.DataFrame({"key": keys[chosen], "doc": docs[chosen]})
 
 
 def band_pairs(
@@ -84,8 +135,7 @@ def band_pairs(
 
     ``accept(left, right)`` (optional) returns a boolean mask of pairs to keep.
     """
-    frame = pl.DataFrame({"key": keys, "doc": docs})
-    frame = frame.filter(pl.col("key").is_duplicated())
+    frame = _colliding(keys, docs)
     lefts, rights, tried = [], [], 0
     for _ in range(MAX_VERIFY_ROUNDS if accept is not None else 1):
         if frame.height == 0:

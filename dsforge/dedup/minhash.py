@@ -2,23 +2,26 @@
 
 Three stages over the stored stream (rows are numbered 0..n-1 in store order):
 
-1. **Signatures** (one pass): each part's text is shingled, MinHash-ed and cut into band keys
-   (:mod:`dsforge.dedup.signatures`). Band keys go to one scratch file per band, signatures to
-   one scratch file (only when ``verify``); RAM keeps 1 byte per row (has-shingles flag) plus
-   4 bytes per row for ``keep: longest``.
-2. **Clusters**: each band file is loaded alone (8-byte key + 4-byte row id per row, plus the
-   polars group-by's working set, ~3x that), rows sharing a key become candidate pairs, pairs are
-   optionally verified against the memory-mapped signatures, and components are found with a
-   vectorized union-find over the rows that have a pair (:mod:`dsforge.dedup.unionfind`).
+1. **Signatures** (one pass, 8,192 rows at a time): text is shingled, MinHash-ed and cut into
+   band keys (:mod:`dsforge.dedup.signatures`). Band keys go to one scratch file per band and,
+   with ``verify``, 16-bit fingerprints of the signature values to one more file; RAM keeps
+   1 byte per row (has-shingles flag), plus 4 bytes per row for ``keep: longest``.
+2. **Clusters** (:mod:`dsforge.dedup.lsh`): one band file at a time is loaded and sorted to find
+   the rows whose key repeats; those are grouped by key (polars) into candidate pairs, verified
+   on the fingerprints, and joined by a vectorized union-find (:mod:`dsforge.dedup.unionfind`).
 3. **Marking** (second pass): rows of a cluster other than its kept row get the drop reason
    ``near_duplicate`` (``mode: drop``) or every row gets ``cluster_id``/``cluster_size``/
    ``cluster_keep`` columns (``mode: annotate``; ``cluster_id`` is the smallest row number in
    the cluster, a row's own number when it is alone).
 
-Cost per document: RAM ~1 B (+4 B with ``keep: longest``) held through the step, ~12 B x ~3
-transiently while one band is grouped, plus ~40 B per document that has a duplicate; scratch disk
-8 B x bands + 4 B x num_perm (with ``verify``). With the defaults (128 permutations, 21 bands):
-168 B + 512 B on disk per document, e.g. 0.7 GB for a million documents.
+Cost per document, defaults (128 permutations, 21 bands x 6 rows, verify):
+* RAM: 1 B held through the step (+4 B for ``keep: longest``); ~36 B while one band is sorted
+  (key, copy, order, row id); ~40 B per document that has a duplicate. Measured (bench_dedup
+  --scale): anonymous memory +101 MB for 0.2M and +145 MB for 1M documents, i.e. ~55 B per
+  extra document above a ~100 MB working set that depends on the slice size, not on n.
+* Scratch disk (removed at the end): 8 B x bands + 2 B x num_perm = 424 B, e.g. 0.4 GB per
+  million documents. Verification maps the fingerprint file one band at a time; the pages it
+  reads are page cache (reclaimable), up to the file's size at once.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from dsforge.dedup.lsh import band_pairs, estimated_jaccard, optimal_bands_rows, verify_cutoff
+from dsforge.dedup.lsh import (
+    band_pairs,
+    estimated_jaccard_on_file,
+    fingerprints,
+    optimal_bands_rows,
+    verify_cutoff,
+)
 from dsforge.dedup.signatures import MinHasher, band_keys, mix64, shingle_hashes
 from dsforge.dedup.unionfind import connected_components
 from dsforge.errors import DsforgeError
@@ -42,6 +51,7 @@ from dsforge.registry import register_step
 from dsforge.steps.base import DROP_COLUMN, METRIC_PREFIX, GlobalStep
 
 REASON = "near_duplicate"
+FINGERPRINTS = "fingerprints.u16"
 
 
 @register_step("dedup_minhash")
@@ -146,11 +156,10 @@ class DedupMinhash(GlobalStep):
         bands, rows = self.banding
         hasher = MinHasher(self.num_perm, self.hash_seed)
         band_files = [open(scratch / f"band-{b:04d}.u64", "wb") for b in range(bands)]  # noqa: SIM115
-        signature_file = open(scratch / "signatures.u32", "wb") if self.verify else None  # noqa: SIM115
+        signature_file = open(scratch / FINGERPRINTS, "wb") if self.verify else None  # noqa: SIM115
         has_shingles, lengths = [], []
         try:
-            for batch in store.iter_batches(columns=[self.column]):
-                texts = batch.get_column(self.column)
+            for texts in _slices(store, self.column):
                 hashes, per_doc = shingle_hashes(texts, self.shingle, self.ngram)
                 present = per_doc > 0
                 signatures = np.zeros((texts.len(), self.num_perm), dtype=np.uint32)
@@ -159,7 +168,7 @@ class DedupMinhash(GlobalStep):
                 for band, handle in enumerate(band_files):
                     keys[:, band].tofile(handle)
                 if signature_file is not None:
-                    signatures.tofile(signature_file)
+                    fingerprints(signatures).tofile(signature_file)
                 has_shingles.append(present)
                 if self.keep == "longest":
                     lengths.append(texts.str.len_chars().fill_null(0).to_numpy().astype(np.uint32))
@@ -177,16 +186,10 @@ class DedupMinhash(GlobalStep):
         rows_with_shingles = np.flatnonzero(index.present).astype(np.uint32)
         accept = None
         if self.verify and rows_with_shingles.size:
-            signatures = np.memmap(
-                scratch / "signatures.u32",
-                dtype=np.uint32,
-                mode="r",
-                shape=(index.present.size, self.num_perm),
-            )
             cutoff = verify_cutoff(self.threshold, self.num_perm, self.verify_sigmas)
 
             def accept(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-                return estimated_jaccard(signatures, left, right) >= cutoff
+                return estimated_jaccard_on_file(scratch / FINGERPRINTS, self.num_perm, left, right) >= cutoff
 
         lefts, rights, tried = [], [], 0
         for band in range(bands):
@@ -242,6 +245,17 @@ class DedupMinhash(GlobalStep):
                     for name, value in metrics.items()
                 )
             yield batch
+
+
+#: Rows shingled at once: bounds pass 1's working memory (~100 B per token) whatever the part size.
+SLICE_ROWS = 8192
+
+
+def _slices(store: PartStore, column: str) -> Iterator[pl.Series]:
+    for batch in store.iter_batches(columns=[column]):
+        texts = batch.get_column(column)
+        for start in range(0, texts.len(), SLICE_ROWS):
+            yield texts.slice(start, SLICE_ROWS)
 
 
 class _Index:

@@ -87,8 +87,13 @@ def shingle_hashes(texts: pl.Series, shingle: str, ngram: int) -> tuple[np.ndarr
     combined = np.zeros(windows, dtype=_U64)
     for k in range(ngram):
         combined += values[k : k + windows] * _NGRAM_MULTIPLIERS[k]
-    position = np.arange(windows, dtype=np.int64) - np.repeat(starts, counts)[:windows]
-    valid = position <= np.repeat(counts - ngram, counts)[:windows]
+    # a window is valid unless it starts in the last ngram-1 tokens of its document
+    valid = np.ones(windows, dtype=bool)
+    ends = starts + counts
+    for back in range(1, ngram):
+        tail = ends - back
+        tail = tail[(tail >= starts) & (tail < windows)]
+        valid[tail] = False
     hashes = combined[valid]
 
     if short.any():  # rare: combine the few tokens of each short document
