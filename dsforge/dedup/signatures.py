@@ -56,13 +56,13 @@ def normalized(texts: pl.Series) -> pl.Series:
 
 def _tokens(texts: pl.Series, shingle: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-document token values, flattened: (uint64 values, tokens per document)."""
-    text = normalized(texts)
-    if shingle == "words":
-        words = text.str.extract_all(_WORD)
+    if shingle == "words":  # \w+ tokens: whitespace needs no normalizing first
+        words = texts.fill_null("").str.to_lowercase().str.extract_all(_WORD)
         counts = words.list.len().fill_null(0).to_numpy().astype(np.int64)
         flat = words.explode().drop_nulls()
         values = flat.to_frame("w").select(plh.col("w").nchash.xxh3_64()).to_series().to_numpy()
         return values.astype(_U64, copy=False), counts
+    text = normalized(texts)
     counts = text.str.len_chars().to_numpy().astype(np.int64)
     joined = "".join(text.to_list())  # one Python call per batch, not per character
     codepoints = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
