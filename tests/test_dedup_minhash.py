@@ -172,6 +172,11 @@ def test_keep_policies_choose_first_or_longest(corpus, write_recipe, tmp_path):
     assert (survivors["length"] == survivors["max_length"]).all()
     assert not (survivors["row"] == survivors["cluster_id"]).all()  # the policy changed some choices
 
+    kept_random, _ = _run(write_recipe, tmp_path, corpus, "random", keep="random")
+    survivors = members.filter(pl.col("id").is_in(kept_random["id"].implode()))
+    assert survivors.height == members["cluster_id"].n_unique()  # still exactly one per cluster
+    assert not (survivors["row"] == survivors["cluster_id"]).all()
+
 
 def test_char_shingles_find_exact_and_light_copies(corpus, write_recipe, tmp_path):
     kept, _ = _run(write_recipe, tmp_path, corpus, "chars", shingle="chars", ngram=5, threshold=0.8)
