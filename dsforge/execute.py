@@ -55,27 +55,57 @@ def split_drops(
     return kept, dropped, counts, metrics
 
 
+#: Token-count columns the funnel reads, in order of preference: a count per row (the
+#: `count_tokens` step), else the length of the token ids (after `tokenize`).
+TOKEN_COUNT_COLUMN = "num_tokens"
+TOKEN_IDS_COLUMN = "input_ids"
+
+
+def token_count(frame: pl.DataFrame) -> pl.Expr | None:
+    if TOKEN_COUNT_COLUMN in frame.columns:
+        return pl.col(TOKEN_COUNT_COLUMN).cast(pl.Int64)
+    if TOKEN_IDS_COLUMN in frame.columns and isinstance(frame.schema[TOKEN_IDS_COLUMN], pl.List):
+        return pl.col(TOKEN_IDS_COLUMN).list.len().cast(pl.Int64)
+    return None
+
+
+def measure(frame: pl.DataFrame) -> dict[str, Any]:
+    """Rows, bytes and (when the rows carry token counts) tokens of a frame."""
+    size = {"rows": frame.height, "bytes": frame.estimated_size()}
+    tokens = token_count(frame)
+    if tokens is not None:
+        size["tokens"] = int(frame.select(tokens.sum()).item() or 0)
+    return size
+
+
 def step_stats(
     index: int,
     name: str,
-    rows_in: int,
-    bytes_in: int,
+    before: dict[str, Any],
     kept: pl.DataFrame,
     seconds: float,
     dropped: dict,
     metrics: dict,
 ) -> dict[str, Any]:
-    return {
+    after = measure(kept)
+    stats = {
         "index": index,
         "name": name,
-        "rows_in": rows_in,
-        "bytes_in": bytes_in,
-        "rows_out": kept.height,
-        "bytes_out": kept.estimated_size(),
+        "rows_in": before["rows"],
+        "bytes_in": before["bytes"],
+        "rows_out": after["rows"],
+        "bytes_out": after["bytes"],
         "seconds": seconds,
         "dropped": dropped,
         "metrics": metrics,
     }
+    if "tokens" in after:  # the token ledger: tokens kept per step, and per source
+        stats["tokens_in"] = before.get("tokens", after["tokens"])
+        stats["tokens_out"] = after["tokens"]
+        if "source" in kept.columns and kept.height:
+            by_source = kept.group_by("source").agg(token_count(kept).sum()).iter_rows()
+            stats["tokens_by_source"] = {str(k): int(v) for k, v in by_source}
+    return stats
 
 
 def apply_steps(steps: list[tuple[int, Step]], frame: pl.DataFrame) -> tuple[pl.DataFrame, list, list]:
@@ -83,14 +113,11 @@ def apply_steps(steps: list[tuple[int, Step]], frame: pl.DataFrame) -> tuple[pl.
     all_stats, all_dropped = [], []
     for index, step in steps:
         start = time.perf_counter()
-        rows_in, bytes_in = frame.height, frame.estimated_size()
+        before = measure(frame)
         out = step.process(frame) if frame.height else frame
         kept, dropped, counts, metrics = split_drops(out, index, step.name)
-        all_stats.append(
-            step_stats(
-                index, step.name, rows_in, bytes_in, kept, time.perf_counter() - start, counts, metrics
-            )
-        )
+        seconds = time.perf_counter() - start
+        all_stats.append(step_stats(index, step.name, before, kept, seconds, counts, metrics))
         if dropped is not None and dropped.height:
             all_dropped.append(dropped)
         frame = kept

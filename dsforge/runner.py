@@ -22,7 +22,7 @@ import polars as pl
 
 from dsforge import __version__
 from dsforge.errors import DsforgeError
-from dsforge.execute import LocalExecutor, Task, split_drops, step_stats
+from dsforge.execute import LocalExecutor, Task, measure, split_drops, step_stats
 from dsforge.io.atomic import replace_dir, write_text_atomic
 from dsforge.io.card import write_card
 from dsforge.io.parts import PartStore
@@ -220,10 +220,9 @@ class Runner:
             except StopIteration:
                 break
             seconds = time.perf_counter() - start
+            before = measure(frame)
             kept, dropped, counts, metrics = split_drops(frame, step_index, step.name)
-            head = step_stats(
-                step_index, step.name, frame.height, frame.estimated_size(), kept, seconds, counts, metrics
-            )
+            head = step_stats(step_index, step.name, before, kept, seconds, counts, metrics)
             # the global step reads every stored row, whatever it yields: count them once
             head["rows_in"] = rows_in if first else 0
             first = False

@@ -18,6 +18,9 @@ class StepStats:
     seconds: float = 0.0
     dropped: Counter = field(default_factory=Counter)
     metrics: Counter = field(default_factory=Counter)
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_by_source: Counter = field(default_factory=Counter)
 
     def merge(self, other: dict[str, Any]) -> None:
         self.rows_in += other["rows_in"]
@@ -27,6 +30,10 @@ class StepStats:
         self.seconds += other["seconds"]
         self.dropped.update(other.get("dropped", {}))
         self.metrics.update(other.get("metrics", {}))
+        if "tokens_out" in other:
+            self.tokens_in = (self.tokens_in or 0) + other["tokens_in"]
+            self.tokens_out = (self.tokens_out or 0) + other["tokens_out"]
+            self.tokens_by_source.update(other.get("tokens_by_source", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +46,15 @@ class StepStats:
             "dropped": dict(sorted(self.dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
             "metrics": {k: _number(v) for k, v in sorted(self.metrics.items())},
             "seconds": round(self.seconds, 3),
+            **(
+                {
+                    "tokens_in": self.tokens_in,
+                    "tokens_out": self.tokens_out,
+                    "tokens_by_source": dict(sorted(self.tokens_by_source.items())),
+                }
+                if self.tokens_out is not None
+                else {}
+            ),
         }
 
 
@@ -75,7 +91,7 @@ def _reasons(dropped: dict[str, int]) -> str:
     return ", ".join(f"{reason} {count:,}" for reason, count in dropped.items())
 
 
-def funnel_markdown(stats: dict[str, Any], with_time: bool = False) -> str:
+def funnel_markdown(stats: dict[str, Any]) -> str:
     """The funnel as a Markdown table (used in the dataset card; no timings, so it is reproducible)."""
     lines = ["| source | rows read | malformed | rows emitted |", "|---|---:|---:|---:|"]
     for source in stats["sources"]:
@@ -83,16 +99,20 @@ def funnel_markdown(stats: dict[str, Any], with_time: bool = False) -> str:
         lines.append(f"| {source['name']} | " + " | ".join(f"{n:,}" for n in counts) + " |")
     lines += [
         "",
-        "| # | step | rows in | rows out | kept | dropped (reason count) |",
-        "|---:|---|---:|---:|---:|---|",
+        "| # | step | rows in | rows out | kept | tokens out | dropped (reason count) |",
+        "|---:|---|---:|---:|---:|---:|---|",
     ]
     for step in stats["steps"]:
         kept = f"{100 * step['rows_out'] / step['rows_in']:.1f}%" if step["rows_in"] else "-"
         lines.append(
             f"| {step['index']} | {step['step']} | {step['rows_in']:,} | {step['rows_out']:,} | {kept} | "
-            f"{_reasons(step['dropped']) or '-'} |"
+            f"{_tokens(step)} | {_reasons(step['dropped']) or '-'} |"
         )
     return "\n".join(lines)
+
+
+def _tokens(step: dict[str, Any]) -> str:
+    return f"{step['tokens_out']:,}" if step.get("tokens_out") is not None else "-"
 
 
 def print_funnel(stats: dict[str, Any], console) -> None:
@@ -117,7 +137,7 @@ def print_funnel(stats: dict[str, Any], console) -> None:
         for example in source["malformed_examples"][:5]:
             console.print(f"  [yellow]skipped[/yellow] {example}", highlight=False)
     table = Table(title="funnel", title_justify="left")
-    for column in ("#", "step", "rows in", "rows out", "kept", "bytes out", "time", "dropped"):
+    for column in ("#", "step", "rows in", "rows out", "kept", "bytes out", "tokens out", "time", "dropped"):
         table.add_column(column, justify="left" if column in ("step", "dropped") else "right")
     for step in stats["steps"]:
         kept = f"{100 * step['rows_out'] / step['rows_in']:.1f}%" if step["rows_in"] else "-"
@@ -130,6 +150,7 @@ def print_funnel(stats: dict[str, Any], console) -> None:
             f"{step['rows_out']:,}",
             kept,
             human_bytes(step["bytes_out"]),
+            _tokens(step),
             f"{step['seconds']:.2f}s",
             escape(detail) or "-",
         )
