@@ -94,8 +94,12 @@ def _unique(name: str, taken: set[str]) -> str:
 
 @register_step("to_messages")
 class ToMessages(Transform):
-    """Convert Alpaca, ShareGPT, OpenAI, prompt/completion, Dolly, Self-Instruct, OASST trees or
-    HH-RLHF transcripts to ``messages``; rows that break the chat rules are dropped with a reason."""
+    """Convert SFT data in any common format to ``messages``, dropping rule-breaking rows with a reason.
+
+    Formats: alpaca, sharegpt, openai, prompt_completion, dolly, self_instruct, oasst (trees),
+    hh_rlhf (transcripts); ``format: auto`` detects them from the columns. The funnel metric
+    ``format_<name>`` counts the rows each format produced (before drops).
+    """
 
     format: FormatName = Field("auto", description="input format; auto = detect from the columns")
     fields: dict[str, str] = Field(
@@ -151,7 +155,7 @@ class ToMessages(Transform):
         if name == "hh_rlhf":
             consumed.add(job.transcript_field)
         id_column = job.col(ID_FIELD)
-        if id_column in batch.columns and id_column not in ("source", "source_id"):
+        if id_column in batch.columns and "source_id" not in batch.columns and id_column != "source":
             if "source_id" not in frame.columns:
                 frame = frame.with_columns(pl.col(id_column).cast(pl.String).alias("source_id"))
             consumed.add(id_column)
