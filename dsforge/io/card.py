@@ -79,6 +79,7 @@ def render_card(loaded: LoadedRecipe, stats: dict[str, Any], output_info: dict[s
     parts += [
         "## How it was built\n\nEvery record passed through the steps below in order; each row removed is "
         "counted under the reason its step gave.\n\n" + funnel_markdown(stats),
+        *metrics_section(stats),
         f"## Recipe\n\nBuilt with dsforge {__version__} from this recipe (seed {recipe.seed}):\n\n"
         f"```yaml\n{recipe_yaml}\n```",
     ]
@@ -88,6 +89,19 @@ def render_card(loaded: LoadedRecipe, stats: dict[str, Any], output_info: dict[s
             'dataset = load_dataset("path/or/repo-id")\n```'
         )
     return "\n\n".join(parts) + "\n"
+
+
+def metrics_section(stats: dict[str, Any]) -> list[str]:
+    """What steps measured beyond drops (PII found, tokens, distributions), step by step."""
+    lines = []
+    for step in stats["steps"]:
+        for name, value in step.get("metrics", {}).items():
+            shown = f"{value:,}" if isinstance(value, int) else f"{value:,.4g}"
+            lines.append(f"| {step['index']} | {step['step']} | `{name}` | {shown} |")
+    if not lines:
+        return []
+    header = "## Measurements\n\n| # | step | metric | value |\n|---:|---|---|---:|\n"
+    return [header + "\n".join(lines)]
 
 
 def write_card(
