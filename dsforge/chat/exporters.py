@@ -208,7 +208,8 @@ class AxolotlSink(TrlSink):
             config["test_datasets"] = evaluation
         header = (
             "# axolotl dataset config written by dsforge: paste into your axolotl config.\n"
-            f"# 'path' is this folder ({self.dataset_path!r} when axolotl runs from here); data_files are inside it.\n"
+            f"# 'path' is this folder ({self.dataset_path!r} when axolotl runs from here);"
+            " data_files are inside it.\n"
         )
         write_text_atomic(dest / "axolotl.yaml", header + yaml.safe_dump(config, sort_keys=False))
         return {"config": "axolotl.yaml"}

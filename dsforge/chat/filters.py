@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001 - look-alike quotes and CJK punctuation are the point of some patterns
+# ruff: noqa: RUF001, RUF002, RUF003 - look-alike quotes and CJK punctuation are the point of some patterns
 """Filters on the ``messages`` column: length, model-speak phrases, repetition, placeholders, truncation.
 
 Each works on columns: turns are exploded into a long (row, turn, role, content) frame or
@@ -355,7 +355,7 @@ class ResponseRepetition(Filter):
             rules.append(
                 (judged & (pl.col("n_lines") > 1) & (frac > self.max_dup_line_frac), "repetition:lines")
             )
-        reasons = stats.select(reason=first_reason(rules))
+        reasons = stats.with_columns(reason=first_reason(rules)).select("reason")
         return reasons_per_row(batch.height, pl.concat([long, reasons], how="horizontal"))
 
 
@@ -368,7 +368,8 @@ PLACEHOLDER_KINDS: dict[str, str] = {
     # {name} (str.format); not LaTeX (\frac{a}{b}, x^{2}, a_{i}) nor ${shell}
     "single_brace": r"(?:^|[^\\\w{}$^_])\{[\p{L}_]\w*\}",
     # <YOUR_NAME>, <INSERT NAME>, <PLACEHOLDER>
-    "angle": r"<(?:[A-Z][A-Z0-9]*[_ ])+[A-Z0-9]+>|<(?:PLACEHOLDER|NAME|TODO|TBD|DATE|EMAIL|PHONE|ADDRESS|COMPANY|URL)>",
+    "angle": r"<(?:[A-Z][A-Z0-9]*[_ ])+[A-Z0-9]+>"
+    r"|<(?:PLACEHOLDER|NAME|TODO|TBD|DATE|EMAIL|PHONE|ADDRESS|COMPANY|URL)>",
     # [INSERT NAME HERE], [insert date], [PLACEHOLDER]
     "insert": r"\[(?i:insert|placeholder)\b[^\]\n]{0,80}\]",
 }
