@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+# A private Hugging Face datasets cache per test session: `load_dataset(folder)` caches by path,
+# and a reused temporary path must never be answered with another run's cached data.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="dsforge-test-hf-datasets-")
 
 import pytest
 import yaml

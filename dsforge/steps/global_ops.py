@@ -47,7 +47,7 @@ class DedupExact(GlobalStep):
 
     def run(self, store: PartStore) -> Iterator[pl.DataFrame]:
         hashes = []
-        for batch in store.iter_batches(columns=None):
+        for batch in store.iter_batches(columns=self.columns):  # pass 1 reads the key columns only
             if batch.height:
                 require_columns(self, batch, self.columns)
                 hashes.append(batch.select(self._key(batch).alias("h")).to_series())
