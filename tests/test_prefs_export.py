@@ -1,0 +1,333 @@
+"""Preference exporters and the DPO recipe, on real preference pairs and with the real DPOTrainer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import zstandard
+
+from dsforge.chat.schema import MESSAGES_DTYPE
+from dsforge.prefs.exporters import (
+    SKIP_COLUMN,
+    AxolotlDpoSink,
+    LlamaFactoryRankingSink,
+    OpenAIDpoSink,
+)
+from dsforge.runner import build
+
+REPO = Path(__file__).resolve().parents[1]
+#: LLaMA-Factory's ShareGPT tags back to canonical roles.
+FROM_SHAREGPT = {"human": "user", "gpt": "assistant", "system": "system", "observation": "tool"}
+
+
+def read_zst(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return zstandard.ZstdDecompressor().stream_reader(handle).read()
+
+
+def _message(tagged: pl.Expr) -> pl.Expr:
+    return pl.struct(
+        role=tagged.struct.field("from").replace_strict(FROM_SHAREGPT, default=None),
+        content=tagged.struct.field("value"),
+    )
+
+
+def canonical_llamafactory(path: Path) -> pl.DataFrame:
+    """LLaMA-Factory's ShareGPT pairs as canonical rows, built independently of the adapters."""
+    frame = pl.DataFrame(json.loads(read_zst(path)))
+    return frame.select(
+        prompt=pl.col("conversations").list.eval(_message(pl.element())).cast(MESSAGES_DTYPE),
+        chosen=pl.concat_list(_message(pl.col("chosen"))).cast(MESSAGES_DTYPE),
+        rejected=pl.concat_list(_message(pl.col("rejected"))).cast(MESSAGES_DTYPE),
+        source=pl.lit("llamafactory_dpo_en"),
+        chosen_model=pl.lit(None, dtype=pl.String),
+        rejected_model=pl.lit(None, dtype=pl.String),
+        chosen_score=pl.lit(None, dtype=pl.Float64),
+        rejected_score=pl.lit(None, dtype=pl.Float64),
+        margin=pl.lit(None, dtype=pl.Float64),
+    )
+
+
+@pytest.fixture(scope="module")
+def lf_raw(shared_data: Path) -> list[dict]:
+    return json.loads(read_zst(shared_data / "prefs/llamafactory_dpo_en_demo.json.zst"))
+
+
+@pytest.fixture(scope="module")
+def lf_pairs(shared_data: Path) -> pl.DataFrame:
+    return canonical_llamafactory(shared_data / "prefs/llamafactory_dpo_en_demo.json.zst")
+
+
+@pytest.fixture
+def pairs_recipe(lf_pairs: pl.DataFrame, tmp_path: Path):
+    """A recipe over the real pairs (as a Parquet source): prompt dedup, prompt-grouped split."""
+    source = tmp_path / "pairs.parquet"
+    lf_pairs.write_parquet(source)
+
+    def recipe(output: dict) -> dict:
+        return {
+            "sources": [{"path": str(source)}],
+            "steps": [
+                {"step": "dedup_exact", "columns": ["prompt"], "roles": ["user"]},
+                {"step": "split", "by": ["prompt"], "roles": ["user"], "test_size": 0.1},
+            ],
+            "output": output,
+        }
+
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def chatml_model(shared_data: Path, tmp_path_factory) -> Path:
+    """The tiny GPT-2 with a ChatML template and a pad token, saved in a scratch folder."""
+    from transformers import AutoTokenizer
+
+    chatml = (shared_data / "chat_templates/chatml.jinja").read_text().replace("    ", "").replace("\n", "")
+    model_dir = tmp_path_factory.mktemp("model") / "tiny-gpt2"
+    shutil.copytree(shared_data / "models/tiny-random-gpt2", model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.chat_template = chatml
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.save_pretrained(model_dir)
+    return model_dir
+
+
+def render(tokenizer, prompt: list[dict], answer: dict) -> str:
+    """Prompt + answer through the chat template: the prompt renders as a prefix (with the
+    generation prompt) and the answer follows it."""
+    head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([*prompt, answer], tokenize=False)
+    assert full.startswith(head) and answer["content"].strip() in full[len(head) :]
+    return full
+
+
+# --------------------------------------------------------------------------- TRL (parquet)
+def test_parquet_pairs_train_with_dpo_trainer(pairs_recipe, write_recipe, chatml_model, tmp_path):
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    result = build(write_recipe(pairs_recipe({"format": "parquet"})))
+    data = datasets.load_dataset(str(result.output), cache_dir=str(tmp_path / "hf-cache"))
+    turn = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+    for column in ("prompt", "chosen", "rejected"):
+        assert data["train"].features[column] == turn
+    splits = result.stats["output"]["splits"]
+    assert {k: v.num_rows for k, v in data.items()} == splits and splits["test"] > 0
+    # no prompt sits in both splits (the split is grouped by the user turns)
+    train_prompts = {json.dumps(p) for p in data["train"]["prompt"]}
+    assert not train_prompts & {json.dumps(p) for p in data["test"]["prompt"]}
+    tokenizer = AutoTokenizer.from_pretrained(chatml_model)
+    config = DPOConfig(
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        max_length=128,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        dataloader_num_workers=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(chatml_model)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,  # TRL loads a frozen copy of the policy as the reference
+        args=config,
+        train_dataset=data["train"].select(range(8)),
+        processing_class=tokenizer,
+    )
+    assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
+    output = trainer.train()
+    assert output.global_step == 2 and output.training_loss > 0
+    logged = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logged) == 2 and all("rewards/chosen" in entry for entry in logged)
+
+
+# --------------------------------------------------------------------------- LLaMA-Factory
+def check_ranking_record(record: dict) -> None:
+    """LLaMA-Factory data/README, preference (ranking) ShareGPT: ``conversations`` of {from, value}
+    with human/observation at odd positions and gpt/function_call at even ones, ending with a human
+    turn; ``chosen`` and ``rejected`` are one {from: gpt, value} message each; system is a string."""
+    turns = record["conversations"]
+    assert turns and len(turns) % 2 == 1
+    for position, turn in enumerate(turns, start=1):
+        assert set(turn) == {"from", "value"} and isinstance(turn["value"], str) and turn["value"]
+        assert turn["from"] in ({"human", "observation"} if position % 2 else {"gpt", "function_call"})
+    assert turns[-1]["from"] == "human"
+    for answer in (record["chosen"], record["rejected"]):
+        assert isinstance(answer, dict) and set(answer) == {"from", "value"}
+        assert answer["from"] == "gpt" and isinstance(answer["value"], str) and answer["value"]
+    assert isinstance(record["system"], str)
+
+
+def test_llamafactory_ranking_export(pairs_recipe, write_recipe, lf_raw, chatml_model):
+    from transformers import AutoTokenizer
+
+    result = build(write_recipe(pairs_recipe({"format": "llamafactory_ranking", "dataset_name": "pairs"})))
+    info = json.loads((result.output / "dataset_info.json").read_text())
+    assert sorted(info) == ["pairs", "pairs_test"] == result.stats["output"]["datasets"]
+    entry = info["pairs"]
+    assert entry["ranking"] is True and entry["formatting"] == "sharegpt"
+    assert entry["columns"] == {
+        "messages": "conversations",
+        "chosen": "chosen",
+        "rejected": "rejected",
+        "system": "system",
+    }
+    assert entry["tags"]["role_tag"] == "from" and entry["tags"]["content_tag"] == "value"
+    assert entry["tags"]["user_tag"] == "human" and entry["tags"]["assistant_tag"] == "gpt"
+    # the source is LLaMA-Factory's own demo: every exported pair is one of its records, the
+    # system turn (kept inside conversations there) moved to the system column
+    originals = {json.dumps([r["conversations"], r["chosen"], r["rejected"]]) for r in lf_raw}
+    tokenizer = AutoTokenizer.from_pretrained(chatml_model)
+    rows = 0
+    for split, name in (("train", "pairs"), ("test", "pairs_test")):
+        lines = (result.output / info[name]["file_name"]).read_text().splitlines()
+        assert len(lines) == result.stats["output"]["splits"][split] > 0
+        rows += len(lines)
+        for line in lines:
+            record = json.loads(line)
+            check_ranking_record(record)
+            system = [{"from": "system", "value": record["system"]}] if record["system"] else []
+            key = [system + record["conversations"], record["chosen"], record["rejected"]]
+            assert json.dumps(key) in originals
+            assert record["source"] == "pairs" and "margin" in record  # metadata travels beside the pair
+            prompt = [{"role": t["from"], "content": t["value"]} for t in key[0]]
+            prompt = [{**m, "role": FROM_SHAREGPT[m["role"]]} for m in prompt]
+            for answer in (record["chosen"], record["rejected"]):
+                render(tokenizer, prompt, {"role": "assistant", "content": answer["value"]})
+    assert rows == result.stats["steps"][-1]["rows_out"] and result.stats["output"]["skipped"] == {}
+
+
+# --------------------------------------------------------------------------- OpenAI
+def check_openai_dpo(record: dict) -> None:
+    """OpenAI preference fine-tuning JSONL: input.messages (system/user/assistant, ending with the
+    user turn to answer), preferred_output and non_preferred_output one assistant message each."""
+    assert set(record) == {"input", "preferred_output", "non_preferred_output"}
+    assert set(record["input"]) == {"messages"}
+    messages = record["input"]["messages"]
+    assert messages and messages[-1]["role"] == "user"
+    assert {m["role"] for m in messages} <= {"system", "user", "assistant"}
+    answers = []
+    for key in ("preferred_output", "non_preferred_output"):
+        (answer,) = record[key]
+        assert answer["role"] == "assistant"
+        answers.append(answer)
+    for message in [*messages, *answers]:
+        assert (
+            set(message) == {"role", "content"} and isinstance(message["content"], str) and message["content"]
+        )
+
+
+def test_openai_dpo_export(pairs_recipe, write_recipe, chatml_model, lf_pairs):
+    from transformers import AutoTokenizer
+
+    result = build(write_recipe(pairs_recipe({"format": "openai_dpo"})))
+    tokenizer = AutoTokenizer.from_pretrained(chatml_model)
+    splits = result.stats["output"]["splits"]
+    assert sum(splits.values()) == result.stats["steps"][-1]["rows_out"]
+    seen = 0
+    for split, count in splits.items():
+        lines = (result.output / f"data/{split}-00000-of-00001.jsonl").read_text().splitlines()
+        assert len(lines) == count
+        for line in lines:
+            record = json.loads(line)
+            check_openai_dpo(record)
+            prompt = record["input"]["messages"]
+            render(tokenizer, prompt, record["preferred_output"][0])
+            render(tokenizer, prompt, record["non_preferred_output"][0])
+            seen += 1
+    # an independent look at the source: how many distinct prompts (the dedup key) it holds
+    users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+    distinct = lf_pairs.select(pl.col("prompt").list.eval(users)).n_unique()
+    assert seen == distinct
+
+
+# --------------------------------------------------------------------------- axolotl
+def test_axolotl_dpo_export_config(pairs_recipe, write_recipe, tmp_path):
+    import datasets
+    import yaml
+
+    result = build(write_recipe(pairs_recipe({"format": "axolotl_dpo", "file_format": "jsonl"})))
+    config = yaml.safe_load((result.output / "axolotl.yaml").read_text())
+    assert config["rl"] == "dpo"
+    (entry,) = config["datasets"]
+    (evaluation,) = config["test_datasets"]
+    assert entry["type"] == "chat_template.default" and entry["ds_type"] == "json"
+    assert (entry["field_messages"], entry["field_chosen"], entry["field_rejected"]) == (
+        "prompt",
+        "chosen",
+        "rejected",
+    )
+    assert entry["message_property_mappings"] == {"role": "role", "content": "content"}
+    files = {
+        split: [str(result.output / f) for f in e["data_files"]]
+        for split, e in (("train", entry), ("test", evaluation))
+    }
+    data = datasets.load_dataset("json", data_files=files, cache_dir=str(tmp_path / "hf-cache"))
+    assert {k: v.num_rows for k, v in data.items()} == result.stats["output"]["splits"]
+    # what axolotl's chat_template.default reads: a list of messages, and the last message of each answer
+    mapping = entry["message_property_mappings"]
+    for row in data["train"].select(range(20)):
+        prompt = row[entry["field_messages"]]
+        assert prompt[-1][mapping["role"]] == "user"
+        for field in (entry["field_chosen"], entry["field_rejected"]):
+            assert [m[mapping["role"]] for m in row[field]] == ["assistant"]
+
+
+# --------------------------------------------------------------------------- rules
+def test_preference_exporters_skip_what_they_cannot_express(lf_pairs):
+    def turns(*pairs: tuple[str, str]) -> list[dict]:
+        return [{"role": r, "content": c} for r, c in pairs]
+
+    good = lf_pairs.row(0, named=True)
+    answer = turns(("assistant", "Fine."))
+    bad = [
+        (turns(("system", "Be brief."), ("user", "Hi")), answer, answer),  # kept everywhere
+        ([], answer, answer),
+        (turns(("user", "Hi"), ("assistant", "Hello")), answer, answer),
+        (turns(("user", "Hi")), [], answer),
+        (turns(("user", "Hi")), answer, answer * 2),
+        (turns(("user", "Hi")), turns(("user", "Fine.")), answer),
+        (turns(("user", "Hi")), turns(("assistant", " ")), answer),
+        (turns(("user", "Hi"), ("user", "Hi?")), answer, answer),
+        (turns(("user", "Weather?"), ("tool", "{}"), ("user", "So?")), answer, answer),
+    ]
+    rows = [{**good, "prompt": p, "chosen": c, "rejected": r} for p, c, r in bad]
+    frame = pl.concat([lf_pairs.head(0), pl.DataFrame(rows, schema=lf_pairs.schema)])
+    common = [
+        None,
+        "no_prompt",
+        "prompt_not_ending_with_user",
+        "chosen_not_one_message",
+        "rejected_not_one_message",
+        "answer_not_assistant",
+        "empty_content",
+    ]
+    lf = LlamaFactoryRankingSink().convert(frame)
+    assert lf.get_column(SKIP_COLUMN).to_list() == [*common, "roles_out_of_order", "roles_out_of_order"]
+    assert lf.row(0, named=True)["system"] == "Be brief."
+    assert lf.row(0, named=True)["conversations"] == [{"from": "human", "value": "Hi"}]
+    oa = OpenAIDpoSink().convert(frame)
+    assert oa.get_column(SKIP_COLUMN).to_list() == [*common, None, "unsupported_role"]
+    ax = AxolotlDpoSink().convert(frame)
+    assert ax.get_column(SKIP_COLUMN).to_list() == [*common, None, None]
+    # the real pairs need no skipping
+    for sink in (LlamaFactoryRankingSink(), OpenAIDpoSink(), AxolotlDpoSink()):
+        assert sink.convert(lf_pairs).get_column(SKIP_COLUMN).null_count() == lf_pairs.height
+
+
+def test_preference_sinks_name_missing_pairs(write_recipe, shared_data):
+    from dsforge.errors import DsforgeError
+
+    recipe = {
+        "sources": [{"path": str(shared_data / "prefs/llamafactory_kto_en_demo.json.zst")}],
+        "output": {"format": "openai_dpo"},
+    }
+    with pytest.raises(DsforgeError, match=r"needs preference pairs.*'prompt' is missing"):
+        build(write_recipe(recipe))
