@@ -106,3 +106,22 @@ def test_csv_gzip(shared_data, tmp_path):
     batches, rows, _ = _read(path)
     assert rows == 817
     assert "Question" in batches[0].frame.columns
+
+
+def test_truncated_zstd_keeps_what_was_read(shared_data, tmp_path):
+    data = (shared_data / "raw" / "c4_demo.jsonl.zst").read_bytes()
+    path = tmp_path / "cut.jsonl.zst"
+    path.write_bytes(data[: len(data) // 2])
+    _, rows, errors = _read(path, batch_size=20)
+    assert 0 < rows < 300
+    assert "truncated or corrupt" in errors[-1]
+
+
+def test_binary_garbage_is_counted_not_fatal(shared_data, tmp_path):
+    lines = (shared_data / "bench" / "gsm8k_test.jsonl").read_bytes().splitlines()[:30]
+    garbage = (shared_data / "models" / "tiny-random-gpt2" / "model.safetensors").read_bytes()[:3000]
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"\n".join([*lines[:10], garbage.replace(b"\n", b" "), *lines[10:]]) + b"\n")
+    _, rows, errors = _read(path)
+    assert rows == 30
+    assert len(errors) == 1 and errors[0].startswith(f"{path}:11: malformed JSON")

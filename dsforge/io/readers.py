@@ -38,16 +38,60 @@ class RawBatch:
 # --------------------------------------------------------------------------- opening files
 
 
+class _ZstdReader(io.RawIOBase):
+    """Decompress zstd frames one after another, raising EOFError when the file ends mid-frame
+    (zstandard's own stream reader returns a silently shortened stream there)."""
+
+    def __init__(self, path: Path) -> None:
+        import zstandard
+
+        self._zstd = zstandard
+        self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._frame = zstandard.ZstdDecompressor().decompressobj()
+        self._pending = b""
+        self._offset = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._offset >= len(self._pending) and not self._done:
+            self._pending, self._offset = b"", 0
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if not self._frame.eof and self._started:
+                    raise EOFError("zstd stream ends in the middle of a frame")
+                self._done = True
+                break
+            self._started = True
+            pieces = []
+            while chunk:
+                pieces.append(self._frame.decompress(chunk))
+                chunk = self._frame.unused_data if self._frame.eof else b""
+                if self._frame.eof:
+                    self._frame = self._zstd.ZstdDecompressor().decompressobj()
+                    self._started = bool(chunk)
+            self._pending = b"".join(pieces)
+        size = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:size] = self._pending[self._offset : self._offset + size]
+        self._offset += size
+        return size
+
+    _started = False
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def open_binary(path: Path) -> IO[bytes]:
-    """Open plain, gzip or zstd files as one decompressed byte stream."""
+    """Open plain, gzip or zstd files as one decompressed byte stream (truncation raises EOFError)."""
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst") or name.endswith(".zstd"):
-        import zstandard
-
-        raw = open(path, "rb")  # noqa: SIM115 - closed by the wrapping reader
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
+        return io.BufferedReader(_ZstdReader(path), buffer_size=1 << 20)
     return open(path, "rb")
 
 
