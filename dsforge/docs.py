@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import yaml
 from pydantic_core import PydanticUndefined
@@ -27,8 +28,17 @@ def list_steps() -> str:
 
 
 def _type_name(annotation) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "")
+    """`int`, `list[str] | None`, `Literal['a', 'b']`: the annotation as a user reads it."""
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        return annotation.__name__
+    text = re.sub(r"\b(?:[a-z_]+\.)+([A-Z]\w*)", r"\1", str(annotation)).replace("NoneType", "None")
+    text = re.sub(r"Annotated\[str, AfterValidator\(func=<function _resolve_existing[^)]*\)\]", "path", text)
+    text = re.sub(
+        r"Annotated\[str, AfterValidator\(func=<function _resolve_if_local[^)]*\)\]", "path-or-hub-id", text
+    )
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = f"{text[len('Optional[') : -1]} | None"
+    return text
 
 
 def describe_step(name: str) -> str:
