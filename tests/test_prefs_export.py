@@ -331,3 +331,104 @@ def test_preference_sinks_name_missing_pairs(write_recipe, shared_data):
     }
     with pytest.raises(DsforgeError, match=r"needs preference pairs.*'prompt' is missing"):
         build(write_recipe(recipe))
+
+
+# --------------------------------------------------------------------------- recipes/dpo.yaml
+def test_dpo_recipe_builds_and_explains_every_pair(tmp_path):
+    import datasets
+
+    out = tmp_path / "dpo"
+    result = build(
+        REPO / "recipes/dpo.yaml", output=str(out), limit=400, overrides=["output.keep_dropped=true"]
+    )
+    stats = result.stats
+    read = {s["name"]: s["rows_read"] for s in stats["sources"]}
+    assert read == {"hh_rlhf_harmless": 400, "llamafactory_dpo_en": 300, "llamafactory_dpo_zh": 300}
+    steps = {s["step"]: s for s in stats["steps"]}
+    assert steps["to_pairs"]["rows_in"] == sum(read.values())
+    assert steps["to_pairs"]["metrics"] == {"pair_format_hh_rlhf": 400, "pair_format_llamafactory": 600}
+    # every row that left was dropped by a step that names why, and the dropped rows say so too
+    for step in stats["steps"]:
+        assert step["rows_in"] - step["rows_out"] == sum(step["dropped"].values()), step
+        assert all(reason for reason in step["dropped"])
+    assert set(steps["dedup_exact"]["dropped"]) == {"duplicate"}
+    assert set(steps["filter_sql"]["dropped"]) == {"length_ratio_above_3"}
+    assert all(r.startswith("contaminated:") for r in steps["decontaminate"]["dropped"])
+    files = sorted(Path(f"{out}.dropped").glob("*.parquet"))
+    dropped = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    by_step = dropped.group_by("drop_step", "drop_reason").len()
+    expected = {
+        (f"{s['index']}.{s['step']}", reason, n) for s in stats["steps"] for reason, n in s["dropped"].items()
+    }
+    assert set(by_step.iter_rows()) == expected and dropped.get_column("drop_reason").null_count() == 0
+    contaminated = dropped.filter(pl.col("drop_step").str.ends_with("decontaminate"))
+    assert contaminated.get_column("contaminated_items").list.len().min() >= 1
+    # the published pairs: canonical, length-capped, split by prompt, loadable
+    data = datasets.load_dataset(str(result.output), cache_dir=str(tmp_path / "hf-cache"))
+    assert {k: v.num_rows for k, v in data.items()} == stats["output"]["splits"]
+    assert sum(stats["output"]["splits"].values()) == stats["steps"][-1]["rows_out"] > 800
+    prompts = {}
+    for split, rows in data.items():
+        for row in rows:
+            assert row["prompt"][-1]["role"] == "user"
+            assert [m["role"] for m in row["chosen"]] == [m["role"] for m in row["rejected"]] == ["assistant"]
+            assert len(row["chosen"][0]["content"]) <= 3 * len(row["rejected"][0]["content"])
+            users = json.dumps([m["content"] for m in row["prompt"] if m["role"] == "user"])
+            assert prompts.setdefault(users, split) == split
+    assert set(data["train"]["source"]) == set(read)
+    card = (result.output / "README.md").read_text()
+    assert "license: other" in card and "LICENSE: mixed" in card and "## Measurements" in card
+    assert "pair_format_hh_rlhf" in card and "contaminated_truthfulqa" in card
+
+
+def test_make_pairs_card_shows_margin_and_length_distributions(shared_data, write_recipe, tmp_path):
+    """AlpacaEval outputs paired by the GPT-4-turbo judgments; the card carries make_pairs' bins."""
+    outputs = pl.read_ndjson(read_zst(shared_data / "prefs/alpaca_eval_model_outputs.jsonl.zst"))
+    judged = ["gpt4_1106_preview", "alpaca-7b", "falcon-7b-instruct", "vicuna-7b", "gemma-7b-it", "phi-2"]
+    prompts = outputs.select("instruction").unique(maintain_order=True).head(60)
+    slice_path = tmp_path / "alpaca_eval.jsonl"
+    outputs.join(prompts, on="instruction", how="semi").filter(
+        pl.col("generator").is_in(judged)
+    ).write_ndjson(slice_path)
+    recipe = {
+        "sources": [{"name": "alpaca_eval", "path": str(slice_path)}],
+        "steps": [
+            {
+                "step": "make_pairs",
+                "prompt": "instruction",
+                "completion": "output",
+                "model": "generator",
+                "judgments": {
+                    "path": str(shared_data / "prefs/alpaca_eval_gpt4turbo_annotations.jsonl.zst"),
+                    "format": "alpaca_eval",
+                },
+                "policy": "all_pairs_above_margin",
+                "min_margin": 0.1,
+                "max_length_ratio": 3.0,
+            },
+            {"step": "split", "by": ["prompt"], "roles": ["user"], "test_size": 0.2},
+        ],
+        "output": {"format": "openai_dpo"},
+    }
+    result = build(write_recipe(recipe))
+    make_pairs = result.stats["steps"][0]
+    metrics = make_pairs["metrics"]
+    margins = {k: v for k, v in metrics.items() if k.startswith("margin_bin_")}
+    lengths = {k: v for k, v in metrics.items() if k.startswith("length_diff_bin_")}
+    kept = make_pairs["rows_out"]
+    assert kept > 20, (make_pairs["dropped"], make_pairs["metrics"])
+    assert sum(margins.values()) == sum(lengths.values()) == kept
+    assert metrics["margin_bin_0_to_0.1"] == 0  # min_margin 0.1
+    assert all(reason for reason in make_pairs["dropped"])
+    assert {"below_margin", "length_ratio"} <= set(make_pairs["dropped"])
+    card = (result.output / "README.md").read_text()
+    for name in [*margins, *lengths, "chosen_longer"]:
+        assert f"`{name}`" in card
+    lines = [
+        json.loads(line)
+        for split in result.stats["output"]["splits"]
+        for line in (result.output / f"data/{split}-00000-of-00001.jsonl").read_text().splitlines()
+    ]
+    assert len(lines) == kept
+    for record in lines:
+        check_openai_dpo(record)
