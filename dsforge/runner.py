@@ -287,4 +287,6 @@ def build(
         recipe if isinstance(recipe, LoadedRecipe) else load_recipe(recipe, overrides, output_override=output)
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' per-sequence warnings ("longer than the maximum length") would flood the log
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     return Runner(loaded, limit=limit, force=force, workers=workers, progress=progress).run()
