@@ -44,7 +44,10 @@ def _type_name(annotation) -> str:
 def describe_step(name: str) -> str:
     cls = get_step(name)
     lines = [f"{name}: {inspect.getdoc(cls) or ''}".rstrip(), "", "parameters:"]
-    for field_name, info in cls.model_fields.items():
+    common = ["apply_to"]  # every step takes these; listed after the step's own parameters
+    fields = [n for n in cls.model_fields if n not in common] + common
+    for field_name in fields:
+        info = cls.model_fields[field_name]
         if info.is_required():
             default = "required"
         elif info.default_factory is not None:
@@ -55,8 +58,7 @@ def describe_step(name: str) -> str:
             default = f"default {info.default!r}"
         note = f"  {info.description}" if info.description else ""
         lines.append(f"  {field_name}: {_type_name(info.annotation)} ({default}){note}")
-    if len(lines) == 3:
-        lines.append("  (none)")
+
     example = {"step": name, **getattr(cls, "example", {})}
     lines += ["", "example:", yaml.safe_dump([example], sort_keys=False).rstrip()]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from dsforge.errors import DsforgeError
 from dsforge.io.parts import PartStore
 from dsforge.steps.base import DROP_COLUMN, DROPPED_ONLY_PREFIX, METRIC_PREFIX, Step
 
@@ -108,13 +109,42 @@ def step_stats(
     return stats
 
 
+ROW_INDEX = "__row__"
+
+
+def run_step(step: Step, frame: pl.DataFrame) -> pl.DataFrame:
+    """``step.process``, restricted to the rows of the sources in ``step.apply_to`` if given.
+
+    Rows of other sources pass unchanged and keep their place (rows a step adds follow the row
+    they came from), so recipes can mix, say, ready pairs with rated completions.
+    """
+    if step.apply_to is None:
+        return step.process(frame)
+    if "source" not in frame.columns:
+        raise DsforgeError(
+            f"steps.{step.context.step_index} ({step.name}): apply_to needs the 'source' column, "
+            "which an earlier step removed"
+        )
+    mask = frame.get_column("source").is_in(step.apply_to)
+    if mask.all():
+        return step.process(frame)
+    if not mask.any():
+        return frame
+    indexed = frame.with_row_index(ROW_INDEX)
+    done = step.process(indexed.filter(mask))
+    merged = pl.concat([done, indexed.filter(~mask)], how="diagonal_relaxed")
+    if ROW_INDEX in done.columns:
+        merged = merged.sort(ROW_INDEX, maintain_order=True)
+    return merged.drop(ROW_INDEX)
+
+
 def apply_steps(steps: list[tuple[int, Step]], frame: pl.DataFrame) -> tuple[pl.DataFrame, list, list]:
     """Run row steps in order; returns the kept frame, dropped frames and per-step stats."""
     all_stats, all_dropped = [], []
     for index, step in steps:
         start = time.perf_counter()
         before = measure(frame)
-        out = step.process(frame) if frame.height else frame
+        out = run_step(step, frame) if frame.height else frame
         kept, dropped, counts, metrics = split_drops(out, index, step.name)
         seconds = time.perf_counter() - start
         all_stats.append(step_stats(index, step.name, before, kept, seconds, counts, metrics))

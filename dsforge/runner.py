@@ -210,7 +210,7 @@ class Runner:
     def _global_tasks(self, stage: Stage, previous: PartStore, store: PartStore) -> Iterator[Task]:
         step_index, step = stage.head
         rows_in = previous.num_rows()
-        produced = step.run(previous)
+        produced = self._run_global(stage, step, previous)
         index = 0
         first = True
         while True:
@@ -231,6 +231,29 @@ class Runner:
                 PartStore(Path(dropped_dir)).create().write(10**7 + index, dropped)
             yield Task(index, kept, str(store.root), dropped_dir, [head])
             index += 1
+
+    def _run_global(self, stage: Stage, step: GlobalStep, previous: PartStore) -> Iterator[pl.DataFrame]:
+        """The global step over the stored rows, or, with ``apply_to``, over its sources' rows only
+        (the other rows follow unchanged)."""
+        if step.apply_to is None:
+            yield from step.run(previous)
+            return
+        matching = PartStore(self.work / f"apply{stage.number}-match").reset()
+        others = PartStore(self.work / f"apply{stage.number}-other").reset()
+        for index, batch in enumerate(previous.iter_batches()):
+            if batch.height and "source" not in batch.columns:
+                raise DsforgeError(
+                    f"steps.{step.context.step_index} ({step.name}): apply_to needs the 'source' column"
+                )
+            mask = (
+                batch.get_column("source").is_in(step.apply_to)
+                if batch.height
+                else pl.Series([], dtype=pl.Boolean)
+            )
+            matching.write(index, batch.filter(mask))
+            others.write(index, batch.filter(~mask))
+        yield from step.run(matching)
+        yield from (batch for batch in others.iter_batches() if batch.height)
 
     # ------------------------------------------------------------------ finish
     def _finish(self, store: PartStore, funnel: Funnel, seconds: float) -> dict[str, Any]:

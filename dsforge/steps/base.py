@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 if TYPE_CHECKING:
     from dsforge.io.parts import PartStore
@@ -54,6 +54,12 @@ class Step(BaseModel):
     #: shown by `dsforge steps NAME`: a minimal recipe entry for this step.
     example: ClassVar[dict] = {}
     _context: StepContext = PrivateAttr(default_factory=StepContext)
+
+    apply_to: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="only rows from these sources go through this step; the others pass unchanged",
+    )
 
     def bind(self, context: StepContext) -> Step:
         """Attach the build context (seed, position); returns self for chaining."""
