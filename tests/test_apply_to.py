@@ -62,8 +62,11 @@ def test_mixed_batches_keep_row_order(shared_data, write_recipe, tmp_path):
     base = pl.read_parquet(
         build(write_recipe(shuffled, "a.yaml"), output=str(tmp_path / "a")).output / "data"
     )
-    filtered = dict(shuffled, steps=[*shuffled["steps"], {"step": "drop_empty", "apply_to": ["wiki"]},
-                                     {"step": "length_filter", "min": 1_000_000, "apply_to": ["wiki"]}])  # fmt: skip
+    only_wiki = [
+        {"step": "drop_empty", "apply_to": ["wiki"]},
+        {"step": "length_filter", "min": 1_000_000, "apply_to": ["wiki"]},
+    ]
+    filtered = dict(shuffled, steps=[*shuffled["steps"], *only_wiki])
     out = pl.read_parquet(build(write_recipe(filtered, "b.yaml"), output=str(tmp_path / "b")).output / "data")
     assert (
         out.get_column("text").to_list()
