@@ -338,19 +338,26 @@ def test_dpo_recipe_builds_and_explains_every_pair(tmp_path):
     import datasets
 
     out = tmp_path / "dpo"
-    result = build(
-        REPO / "recipes/dpo.yaml", output=str(out), limit=400, overrides=["output.keep_dropped=true"]
-    )
+    result = build(REPO / "recipes/dpo.yaml", output=str(out), overrides=["output.keep_dropped=true"])
     stats = result.stats
     read = {s["name"]: s["rows_read"] for s in stats["sources"]}
-    assert read == {"hh_rlhf_harmless": 400, "llamafactory_dpo_en": 300, "llamafactory_dpo_zh": 300}
+    assert read == {
+        "hh_rlhf_harmless": 2312,
+        "llamafactory_dpo_en": 300,
+        "llamafactory_dpo_zh": 300,
+        "alpaca_eval_outputs": 19313,
+        "arena_hard_answers": 1500,
+    }
     steps = {s["step"]: s for s in stats["steps"]}
     assert steps["to_pairs"]["rows_in"] == sum(read.values())
-    assert steps["to_pairs"]["metrics"] == {"pair_format_hh_rlhf": 400, "pair_format_llamafactory": 600}
+    assert steps["to_pairs"]["metrics"] == {"pair_format_hh_rlhf": 2312, "pair_format_llamafactory": 600}
     # every row that left was dropped by a step that names why, and the dropped rows say so too
     for step in stats["steps"]:
-        assert step["rows_in"] - step["rows_out"] == sum(step["dropped"].values()), step
         assert all(reason for reason in step["dropped"])
+        if step["step"] == "make_pairs":  # completions in, pairs out: its drops count both units
+            assert any(k.startswith("margin_bin_") for k in step["metrics"]), step
+            continue
+        assert step["rows_in"] - step["rows_out"] == sum(step["dropped"].values()), step
     assert set(steps["dedup_exact"]["dropped"]) == {"duplicate"}
     assert set(steps["filter_sql"]["dropped"]) == {"length_ratio_above_3"}
     assert all(r.startswith("contaminated:") for r in steps["decontaminate"]["dropped"])

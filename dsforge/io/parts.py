@@ -83,11 +83,13 @@ class PartStore:
         return sum(p.stat().st_size for p in self.files())
 
     def iter_batches(self, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-        """Yield each part as a frame, in order (optionally only some columns)."""
+        """Yield each non-empty part as a frame, in order (optionally only some columns).
+
+        Empty parts (every row of a batch dropped upstream) are passed over: they may lack
+        columns that later steps added to the rows that survived elsewhere.
+        """
         for path in self.files():
-            if columns and not set(columns) <= set(pl.read_parquet_schema(path)):
-                # only an empty part (every row dropped upstream) may lack columns
-                yield pl.read_parquet(path).select([c for c in columns if c in pl.read_parquet_schema(path)])
+            if pq.ParquetFile(path).metadata.num_rows == 0:
                 continue
             yield pl.read_parquet(path, columns=columns) if columns else pl.read_parquet(path)
 
