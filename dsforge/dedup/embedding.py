@@ -42,12 +42,12 @@ import numpy as np
 import polars as pl
 from pydantic import Field, PrivateAttr
 
-from dsforge.dedup.minhash import _Clusters
+from dsforge.dedup.clusters import Clusters, mark_clusters
 from dsforge.dedup.unionfind import connected_components
 from dsforge.errors import DsforgeError
 from dsforge.io.parts import PartStore
 from dsforge.registry import register_step
-from dsforge.steps.base import DROP_COLUMN, METRIC_PREFIX, GlobalStep
+from dsforge.steps.base import GlobalStep
 from dsforge.steps.hashing import stable_hash
 from dsforge.types import PathOrHubId
 
@@ -128,9 +128,9 @@ class DedupEmbedding(GlobalStep):
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
         if self.keep == "longest":
-            clusters = _Clusters.build(left, right, lambda rows: -lengths[rows].astype(np.int64))
+            clusters = Clusters.build(left, right, lambda rows: -lengths[rows].astype(np.int64))
         else:
-            clusters = _Clusters.build(left, right, lambda rows: rows)
+            clusters = Clusters.build(left, right, lambda rows: rows)
         metrics = {"embedding_pairs": found, "embedding_clusters": clusters.count}
         yield from self._mark(store, clusters, metrics)
 
@@ -210,32 +210,8 @@ class DedupEmbedding(GlobalStep):
         return left, right, found
 
     # ------------------------------------------------------------------ pass 2
-    def _mark(self, store: PartStore, clusters: _Clusters, metrics: dict[str, int]) -> Iterator[pl.DataFrame]:
-        offset, pending_metrics = 0, True
-        for batch in store.iter_batches():
-            rows = np.arange(offset, offset + batch.height, dtype=np.int64)
-            offset += batch.height
-            cluster_id, cluster_size, kept = clusters.lookup(rows)
-            if self.mode == "drop":
-                batch = batch.with_columns(
-                    pl.when(pl.Series(~kept))
-                    .then(pl.lit(REASON))
-                    .otherwise(pl.lit(None, dtype=pl.String))
-                    .alias(DROP_COLUMN)
-                )
-            else:
-                batch = batch.with_columns(
-                    pl.Series("cluster_id", cluster_id),
-                    pl.Series("cluster_size", cluster_size),
-                    pl.Series("cluster_keep", kept),
-                )
-            if pending_metrics and batch.height:
-                pending_metrics = False
-                batch = batch.with_columns(
-                    pl.Series(METRIC_PREFIX + name, np.r_[value, np.zeros(batch.height - 1, np.int64)])
-                    for name, value in metrics.items()
-                )
-            yield batch
+    def _mark(self, store: PartStore, clusters: Clusters, metrics: dict[str, int]) -> Iterator[pl.DataFrame]:
+        return mark_clusters(store, clusters, self.mode, REASON, metrics)
 
 
 def _tile(matrix: np.ndarray, start: int, block: int):

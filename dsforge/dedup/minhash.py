@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
+from dsforge.dedup.clusters import Clusters, mark_clusters
 from dsforge.dedup.lsh import (
     band_pairs,
     estimated_jaccard_on_file,
@@ -44,11 +45,10 @@ from dsforge.dedup.lsh import (
     verify_cutoff,
 )
 from dsforge.dedup.signatures import MinHasher, band_keys, mix64, shingle_hashes
-from dsforge.dedup.unionfind import connected_components
 from dsforge.errors import DsforgeError
 from dsforge.io.parts import PartStore
 from dsforge.registry import register_step
-from dsforge.steps.base import DROP_COLUMN, METRIC_PREFIX, GlobalStep
+from dsforge.steps.base import GlobalStep
 
 REASON = "near_duplicate"
 FINGERPRINTS = "fingerprints.u16"
@@ -136,7 +136,7 @@ class DedupMinhash(GlobalStep):
             left, right, tried = self._pairs(index, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        clusters = _Clusters.build(left, right, self._priority(index))
+        clusters = Clusters.build(left, right, self._priority(index))
         metrics = {
             "minhash_candidate_pairs": tried,
             "minhash_pairs": left.size,
@@ -218,33 +218,8 @@ class DedupMinhash(GlobalStep):
         return lambda rows: rows
 
     # ------------------------------------------------------------------ pass 2
-    def _mark(self, store: PartStore, clusters: _Clusters, metrics: dict[str, int]) -> Iterator[pl.DataFrame]:
-        offset = 0
-        pending_metrics = True
-        for batch in store.iter_batches():
-            rows = np.arange(offset, offset + batch.height, dtype=np.int64)
-            offset += batch.height
-            cluster_id, cluster_size, kept = clusters.lookup(rows)
-            if self.mode == "drop":
-                batch = batch.with_columns(
-                    pl.when(pl.Series(~kept))
-                    .then(pl.lit(REASON))
-                    .otherwise(pl.lit(None, dtype=pl.String))
-                    .alias(DROP_COLUMN)
-                )
-            else:
-                batch = batch.with_columns(
-                    pl.Series("cluster_id", cluster_id),
-                    pl.Series("cluster_size", cluster_size),
-                    pl.Series("cluster_keep", kept),
-                )
-            if pending_metrics and batch.height:
-                pending_metrics = False
-                batch = batch.with_columns(
-                    pl.Series(METRIC_PREFIX + name, np.r_[value, np.zeros(batch.height - 1, np.int64)])
-                    for name, value in metrics.items()
-                )
-            yield batch
+    def _mark(self, store: PartStore, clusters: Clusters, metrics: dict[str, int]) -> Iterator[pl.DataFrame]:
+        return mark_clusters(store, clusters, self.mode, REASON, metrics)
 
 
 #: Rows shingled at once: bounds pass 1's working memory (~100 B per token) whatever the part size.
@@ -264,40 +239,3 @@ class _Index:
     def __init__(self, present: np.ndarray, lengths: np.ndarray | None) -> None:
         self.present = present
         self.lengths = lengths
-
-
-class _Clusters:
-    """Rows that have a near duplicate: their cluster (smallest row), its size, and who is kept."""
-
-    def __init__(self, rows: np.ndarray, cluster: np.ndarray, size: np.ndarray, kept: np.ndarray) -> None:
-        self.rows, self.cluster, self.size, self.kept = rows, cluster, size, kept
-
-    @property
-    def count(self) -> int:
-        return int(np.unique(self.cluster).size)
-
-    @classmethod
-    def build(cls, left: np.ndarray, right: np.ndarray, priority) -> _Clusters:
-        if left.size == 0:
-            empty = np.empty(0, np.int64)
-            return cls(empty, empty, empty, np.empty(0, bool))
-        rows, cluster = connected_components(left, right)
-        _, inverse, sizes = np.unique(cluster, return_inverse=True, return_counts=True)
-        order = np.lexsort((rows, priority(rows), cluster))  # by cluster, then policy, then row
-        first_of_cluster = np.r_[True, cluster[order][1:] != cluster[order][:-1]]
-        kept = np.zeros(rows.size, dtype=bool)
-        kept[order[first_of_cluster]] = True
-        return cls(rows, cluster, sizes[inverse].astype(np.int64), kept)
-
-    def lookup(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For consecutive row numbers: cluster id, cluster size and kept flag of each."""
-        cluster_id = rows.copy()
-        size = np.ones(rows.size, dtype=np.int64)
-        kept = np.ones(rows.size, dtype=bool)
-        if rows.size and self.rows.size:
-            lo, hi = np.searchsorted(self.rows, [rows[0], rows[-1] + 1])
-            local = self.rows[lo:hi] - rows[0]
-            cluster_id[local] = self.cluster[lo:hi]
-            size[local] = self.size[lo:hi]
-            kept[local] = self.kept[lo:hi]
-        return cluster_id, size, kept
