@@ -162,6 +162,50 @@ class TrlSink(_ConvertingSink, ParquetSink):
 
 
 # --------------------------------------------------------------------------- axolotl
+def table_writer(
+    sink: Sink, file_format: str, dest: Path, plan: _ShardPlan, schema: pl.Schema
+) -> _ShardedWriter:
+    """Parquet or JSONL shards for a converting sink that lets the user choose the file format."""
+    if file_format == "jsonl":
+        return JsonlSink()._writer(dest, plan, schema)
+    return ParquetSink._writer(sink, dest, plan, schema)
+
+
+def write_axolotl_yaml(
+    dest: Path,
+    info: dict[str, Any],
+    *,
+    dataset_path: str,
+    file_format: str,
+    dataset_fields: dict[str, Any],
+    top: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``axolotl.yaml``: one ``datasets`` entry for train, ``test_datasets`` for the other splits."""
+
+    def entry(split: str) -> dict[str, Any]:
+        return {
+            "path": dataset_path,
+            "ds_type": "parquet" if file_format == "parquet" else "json",
+            "data_files": [f for f in info["files"] if Path(f).name.startswith(f"{split}-")],
+            "split": "train",
+            **dataset_fields,
+        }
+
+    config: dict[str, Any] = {
+        **(top or {}),
+        "datasets": [entry(s) for s in info["splits"] if s == DEFAULT_SPLIT],
+    }
+    evaluation = [entry(s) for s in info["splits"] if s != DEFAULT_SPLIT]
+    if evaluation:
+        config["test_datasets"] = evaluation
+    header = (
+        "# axolotl dataset config written by dsforge: paste into your axolotl config.\n"
+        f"# 'path' is this folder ({dataset_path!r} when axolotl runs from here); data_files are inside it.\n"
+    )
+    write_text_atomic(dest / "axolotl.yaml", header + yaml.safe_dump(config, sort_keys=False))
+    return {"config": "axolotl.yaml"}
+
+
 @register_sink("axolotl")
 class AxolotlSink(TrlSink):
     """``messages`` rows (Parquet or JSONL) plus ``axolotl.yaml``: the ``datasets:`` entries for
@@ -179,9 +223,7 @@ class AxolotlSink(TrlSink):
         return self.file_format
 
     def _writer(self, dest: Path, plan: _ShardPlan, schema: pl.Schema) -> _ShardedWriter:
-        if self.file_format == "jsonl":
-            return JsonlSink()._writer(dest, plan, schema)
-        return ParquetSink._writer(self, dest, plan, schema)
+        return table_writer(self, self.file_format, dest, plan, schema)
 
     def write(self, store: PartStore, dest: Path) -> dict[str, Any]:
         info = super().write(store, dest)
@@ -189,30 +231,16 @@ class AxolotlSink(TrlSink):
         return info
 
     def write_extra(self, dest: Path, info: dict[str, Any]) -> dict[str, Any]:
-        def entry(split: str) -> dict[str, Any]:
-            return {
-                "path": self.dataset_path,
-                "ds_type": "parquet" if self.file_format == "parquet" else "json",
-                "data_files": [f for f in info["files"] if Path(f).name.startswith(f"{split}-")],
-                "split": "train",
-                "type": "chat_template",
-                "field_messages": MESSAGES,
-                "message_property_mappings": {"role": "role", "content": "content"},
-                "roles_to_train": list(self.roles_to_train),
-                "train_on_eos": self.train_on_eos,
-            }
-
-        config: dict[str, Any] = {"datasets": [entry(s) for s in info["splits"] if s == DEFAULT_SPLIT]}
-        evaluation = [entry(s) for s in info["splits"] if s != DEFAULT_SPLIT]
-        if evaluation:
-            config["test_datasets"] = evaluation
-        header = (
-            "# axolotl dataset config written by dsforge: paste into your axolotl config.\n"
-            f"# 'path' is this folder ({self.dataset_path!r} when axolotl runs from here);"
-            " data_files are inside it.\n"
+        fields = {
+            "type": "chat_template",
+            "field_messages": MESSAGES,
+            "message_property_mappings": {"role": "role", "content": "content"},
+            "roles_to_train": list(self.roles_to_train),
+            "train_on_eos": self.train_on_eos,
+        }
+        return write_axolotl_yaml(
+            dest, info, dataset_path=self.dataset_path, file_format=self.file_format, dataset_fields=fields
         )
-        write_text_atomic(dest / "axolotl.yaml", header + yaml.safe_dump(config, sort_keys=False))
-        return {"config": "axolotl.yaml"}
 
 
 # --------------------------------------------------------------------------- llamafactory

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import polars as pl
-import yaml
 from pydantic import Field
 
 from dsforge.chat.exporters import (
@@ -35,11 +34,13 @@ from dsforge.chat.exporters import (
     _positions_alternate,
     canonical_messages,
     first_reason,
+    table_writer,
+    write_axolotl_yaml,
 )
 from dsforge.chat.schema import MESSAGES_DTYPE
 from dsforge.errors import DsforgeError
 from dsforge.io.atomic import write_text_atomic
-from dsforge.io.sinks import DEFAULT_SPLIT, JsonlSink, ParquetSink, _ShardedWriter, _ShardPlan
+from dsforge.io.sinks import DEFAULT_SPLIT, ParquetSink, _ShardedWriter, _ShardPlan
 from dsforge.registry import register_sink
 from dsforge.steps.hashing import is_conversation
 
@@ -211,9 +212,7 @@ class AxolotlDpoSink(_PreferenceSink, ParquetSink):
         return ParquetSink._rows_per_shard(self, store, total)
 
     def _writer(self, dest: Path, plan: _ShardPlan, schema: pl.Schema) -> _ShardedWriter:
-        if self.file_format == "jsonl":
-            return JsonlSink()._writer(dest, plan, schema)
-        return ParquetSink._writer(self, dest, plan, schema)
+        return table_writer(self, self.file_format, dest, plan, schema)
 
     def convert(self, frame: pl.DataFrame) -> pl.DataFrame:
         return frame.with_columns(
@@ -227,30 +226,18 @@ class AxolotlDpoSink(_PreferenceSink, ParquetSink):
         return info
 
     def write_extra(self, dest: Path, info: dict[str, Any]) -> dict[str, Any]:
-        def entry(split: str) -> dict[str, Any]:
-            return {
-                "path": self.dataset_path,
-                "ds_type": "parquet" if self.file_format == "parquet" else "json",
-                "data_files": [f for f in info["files"] if Path(f).name.startswith(f"{split}-")],
-                "split": "train",
-                "type": "chat_template.default",
-                "field_messages": PROMPT,
-                "field_chosen": CHOSEN,
-                "field_rejected": REJECTED,
-                "message_property_mappings": {"role": "role", "content": "content"},
-            }
-
-        config: dict[str, Any] = {
-            "rl": "dpo",
-            "datasets": [entry(s) for s in info["splits"] if s == DEFAULT_SPLIT],
+        fields = {
+            "type": "chat_template.default",
+            "field_messages": PROMPT,
+            "field_chosen": CHOSEN,
+            "field_rejected": REJECTED,
+            "message_property_mappings": {"role": "role", "content": "content"},
         }
-        evaluation = [entry(s) for s in info["splits"] if s != DEFAULT_SPLIT]
-        if evaluation:
-            config["test_datasets"] = evaluation
-        header = (
-            "# axolotl DPO dataset config written by dsforge: paste into your axolotl config.\n"
-            f"# 'path' is this folder ({self.dataset_path!r} when axolotl runs from here);"
-            " data_files are inside it.\n"
+        return write_axolotl_yaml(
+            dest,
+            info,
+            dataset_path=self.dataset_path,
+            file_format=self.file_format,
+            dataset_fields=fields,
+            top={"rl": "dpo"},
         )
-        write_text_atomic(dest / "axolotl.yaml", header + yaml.safe_dump(config, sort_keys=False))
-        return {"config": "axolotl.yaml"}
