@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import re
+from pathlib import Path
 from typing import TypeVar
 
 from dsforge.errors import DsforgeError
@@ -37,8 +39,10 @@ def register_sink(name: str):
     return wrap
 
 
-#: Packages whose modules define steps, sinks and readers; every module in them is imported
-#: on first lookup, so a new step only needs its own file (modules import heavy libraries lazily).
+#: Packages whose modules define steps, sinks and readers. A new step only needs its own file:
+#: the registry finds ``@register_step("name")`` (and sink/reader) declarations by reading the
+#: modules' source, and imports a module only when one of its names is looked up, so a build
+#: pays for the steps it uses, not for every step dsforge ships.
 STEP_PACKAGES = (
     "dsforge.steps",
     "dsforge.io",
@@ -50,26 +54,44 @@ STEP_PACKAGES = (
     "dsforge.prefs",
     "dsforge.generate",
 )
-_loaded = False
+_DECLARATION = re.compile(r"@register_(step|sink|reader)\(\s*[\"']([^\"']+)[\"']")
+_index_cache: dict[tuple[str, str], str] | None = None
 
 
-def _load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import importlib
-    import pkgutil
+def _index() -> dict[tuple[str, str], str]:
+    """(kind, name) → module, read from the source of every module in the step packages."""
+    global _index_cache
+    if _index_cache is None:
+        import importlib.util
 
-    for package_name in STEP_PACKAGES:
-        try:
-            package = importlib.import_module(package_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == package_name:
+        found: dict[tuple[str, str], str] = {}
+        for package_name in STEP_PACKAGES:
+            spec = importlib.util.find_spec(package_name)
+            if spec is None or not spec.submodule_search_locations:
                 continue
-            raise
-        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
-            importlib.import_module(info.name)
+            for root in spec.submodule_search_locations:
+                for path in sorted(Path(root).rglob("*.py")):
+                    relative = path.relative_to(root).with_suffix("")
+                    module = ".".join((package_name, *relative.parts)).removesuffix(".__init__")
+                    for kind, name in _DECLARATION.findall(path.read_text(encoding="utf-8")):
+                        found.setdefault((kind, name), module)
+        _index_cache = found
+    return _index_cache
+
+
+def _import_for(kind: str, name: str) -> None:
+    module = _index().get((kind, name))
+    if module is not None:
+        import importlib
+
+        importlib.import_module(module)
+
+
+def import_all(kind: str) -> None:
+    """Import every module declaring a ``kind`` (step, sink or reader)."""
+    for declared_kind, name in list(_index()):
+        if declared_kind == kind:
+            _import_for(kind, name)
 
 
 def nearest(name: str, choices: list[str]) -> str:
@@ -78,26 +100,26 @@ def nearest(name: str, choices: list[str]) -> str:
 
 
 def step_names() -> list[str]:
-    _load_builtins()
-    return sorted(_STEPS)
+    return sorted({n for k, n in _index() if k == "step"} | set(_STEPS))
 
 
 def get_step(name: str) -> type:
-    _load_builtins()
+    if name not in _STEPS:
+        _import_for("step", name)
     try:
         return _STEPS[name]
     except KeyError:
-        raise DsforgeError(f"unknown step {name!r} ({nearest(name, list(_STEPS))})") from None
+        raise DsforgeError(f"unknown step {name!r} ({nearest(name, step_names())})") from None
 
 
 def sink_names() -> list[str]:
-    _load_builtins()
-    return sorted(_SINKS)
+    return sorted({n for k, n in _index() if k == "sink"} | set(_SINKS))
 
 
 def get_sink(name: str) -> type:
-    _load_builtins()
+    if name not in _SINKS:
+        _import_for("sink", name)
     try:
         return _SINKS[name]
     except KeyError:
-        raise DsforgeError(f"unknown output format {name!r} ({nearest(name, list(_SINKS))})") from None
+        raise DsforgeError(f"unknown output format {name!r} ({nearest(name, sink_names())})") from None

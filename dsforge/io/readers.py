@@ -328,9 +328,9 @@ def register_reader(name: str, extensions: tuple[str, ...]):
 
 
 def reader_names() -> list[str]:
-    from dsforge.registry import step_names
+    from dsforge.registry import import_all
 
-    step_names()  # imports every step module; some register readers
+    import_all("reader")  # readers registered by other modules (e.g. WARC)
 
     return ["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk", "hf", *sorted(_EXTRA_READERS)]
 
