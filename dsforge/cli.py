@@ -142,6 +142,37 @@ def verify(
     report.raise_if_failed()
 
 
+@app.command()
+def compare(
+    path: Annotated[
+        Path, typer.Argument(help="a built dataset folder (or .parquet/.jsonl) of answers by model")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="report folder (default: <path>-compare beside it)")
+    ] = None,
+    answer_column: Annotated[str | None, typer.Option(help="answer text column")] = None,
+    prompt_column: Annotated[str | None, typer.Option(help="prompt text column")] = None,
+    model_column: Annotated[str, typer.Option(help="column naming the model")] = "model",
+    max_prompts: Annotated[int, typer.Option(help="prompts shown side by side", min=0)] = 50,
+    max_chars: Annotated[int, typer.Option(help="characters shown per answer", min=1)] = 1500,
+) -> None:
+    """Write a side-by-side report (compare.md, compare.html) of several models' answers."""
+    from dsforge.generate.compare import compare as run_compare
+
+    md, page, report = run_compare(
+        path,
+        output,
+        answer_column=answer_column,
+        prompt_column=prompt_column,
+        model_column=model_column,
+        max_prompts=max_prompts,
+        max_chars=max_chars,
+    )
+    console = _console()
+    console.print(report.stats, markup=False)
+    console.print(f"wrote {md} and {page} ({len(report.models)} models, {report.total_prompts} prompts)")
+
+
 def main() -> None:
     """Entry point: user mistakes end in one line and exit code 2, never a traceback."""
     from dsforge.errors import DsforgeError
