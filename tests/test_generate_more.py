@@ -361,9 +361,10 @@ def test_base_vs_instruct_recipe_trains_dpo(shared_data, models, cache_dir, tmp_
     ]
     result = build(recipe, overrides=overrides, output=str(tmp_path / "out"))
     assert _calls(result, 0) == (30, 0) and _calls(result, 1) == (30, 0)
-    assert _step(result, 3)["rows_out"] == 30  # one pair per prompt: instruct chosen, base rejected
+    assert _step(result, 4)["rows_out"] == 30  # one pair per prompt: instruct chosen, base rejected
     md = (tmp_path / "compare" / "compare.md").read_text()
-    assert "| base | 30 |" in md and "| instruct | 30 |" in md
+    assert "| base | 30 | 72.0 | 72.0 | 0.0% | 100.0% | 0.0% | 0 |" in md
+    assert "| instruct | 30 | 39.0 | 39.0 | 100.0% | - | - | 0 |" in md
 
     data = datasets.load_dataset(str(result.output), cache_dir=str(tmp_path / "hf"))
     train = data["train"]
