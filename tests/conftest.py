@@ -9,6 +9,8 @@ from pathlib import Path
 # A private Hugging Face datasets cache per test session: `load_dataset(folder)` caches by path,
 # and a reused temporary path must never be answered with another run's cached data.
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="dsforge-test-hf-datasets-")
+# Likewise dsforge's own caches (tokenizers, LLM generations): every test session starts empty.
+os.environ["DSFORGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="dsforge-test-cache-")
 
 import pytest
 import yaml

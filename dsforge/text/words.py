@@ -111,7 +111,7 @@ def special_cases() -> SpecialCases:
     try:
         import spacy
         from spacy.attrs import ORTH
-    except ImportError:  # pragma: no cover - spaCy ships with the dev extras
+    except ImportError:  # pragma: no cover - spaCy is a dependency; a trimmed install may lack it
         import warnings
 
         warnings.warn(
