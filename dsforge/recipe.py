@@ -89,6 +89,11 @@ class RuntimeSpec(_Model):
     batch_size: int = Field(2000, ge=1)
     workers: int | None = Field(None, ge=1, description="processes for row steps; default: all cores")
     keep_cache: bool = False
+    scratch_compression: Literal["none", "lz4", "zstd"] = Field(
+        "none",
+        description="compression of the work folder's parts: none is fastest; lz4/zstd use 2-4x less "
+        "scratch disk (the work folder is removed once a build succeeds)",
+    )
 
 
 class Recipe(_Model):

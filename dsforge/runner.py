@@ -143,6 +143,10 @@ class Runner:
             stats = self._finish(store, funnel, time.time() - started)
         return BuildResult(self.output, stats)
 
+    @property
+    def _compression(self) -> str:
+        return self.recipe.runtime.scratch_compression
+
     def _store(self, stage: Stage) -> PartStore:
         return PartStore(self.work / f"stage{stage.number}-{stage.key[:16]}")
 
@@ -162,9 +166,9 @@ class Runner:
             self.progress.note(f"stage {stage.number}: reused {store.root.name}")
             return store
         if stage.head is not None:
-            store.reset()  # a global step's output cannot be resumed part by part
+            store.reset(self._compression)  # a global step's output cannot be resumed part by part
         else:
-            store.create()
+            store.create(self._compression)
         tasks = (
             self._source_tasks(stage, store, funnel)
             if stage.head is None
@@ -228,7 +232,7 @@ class Runner:
             first = False
             dropped_dir = self._dropped_dir(stage)
             if dropped_dir is not None and dropped is not None and dropped.height:
-                PartStore(Path(dropped_dir)).create().write(10**7 + index, dropped)
+                PartStore(Path(dropped_dir)).create(self._compression).write(10**7 + index, dropped)
             yield Task(index, kept, str(store.root), dropped_dir, [head])
             index += 1
 
@@ -238,8 +242,8 @@ class Runner:
         if step.apply_to is None:
             yield from step.run(previous)
             return
-        matching = PartStore(self.work / f"apply{stage.number}-match").reset()
-        others = PartStore(self.work / f"apply{stage.number}-other").reset()
+        matching = PartStore(self.work / f"apply{stage.number}-match").reset(self._compression)
+        others = PartStore(self.work / f"apply{stage.number}-other").reset(self._compression)
         for index, batch in enumerate(previous.iter_batches()):
             if batch.height and "source" not in batch.columns:
                 raise DsforgeError(

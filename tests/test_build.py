@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -217,3 +218,18 @@ def test_refuses_to_overwrite_a_folder_it_did_not_build(shared_data, write_recip
     with pytest.raises(Exception, match="exists and is not a dsforge dataset"):
         build(write_recipe(_pretrain_recipe(shared_data)))
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+
+
+def test_scratch_compression_changes_nothing_in_the_output(shared_data, write_recipe, tmp_path):
+    recipe = _pretrain_recipe(shared_data)
+    plain = build(write_recipe(recipe), output=str(tmp_path / "plain")).output
+    recipe["runtime"] = {**recipe["runtime"], "scratch_compression": "zstd", "keep_cache": True}
+    packed = build(write_recipe(recipe, "zstd.yaml"), output=str(tmp_path / "packed")).output
+    data = {k: v for k, v in _digests(plain).items() if k.startswith("data/")}
+    assert data and data == {k: v for k, v in _digests(packed).items() if k.startswith("data/")}
+    parts = sorted((tmp_path / ".packed.dsforge-work").glob("stage0-*/part-*.parquet"))
+    assert parts and all(
+        pq.ParquetFile(p).metadata.row_group(0).column(0).compression == "ZSTD"
+        for p in parts
+        if pq.ParquetFile(p).metadata.num_rows
+    )

@@ -20,19 +20,37 @@ import pyarrow.parquet as pq
 from dsforge.io.atomic import atomic_path, write_text_atomic
 
 COMPLETE_MARK = "_COMPLETE"
+SETTINGS = "_SETTINGS.json"
 
 
 class PartStore:
+    """Numbered parts in one folder. The folder remembers its compression (a settings file), so a
+    worker process that opens the store by path writes parts the same way."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._compression: str | None = None
 
-    def create(self) -> PartStore:
+    def create(self, compression: str | None = None) -> PartStore:
+        """Make the folder; ``compression`` (none, lz4, zstd) applies to the parts written into it."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if compression is not None:
+            write_text_atomic(self.root / SETTINGS, json.dumps({"compression": compression}))
+            self._compression = compression
         return self
 
-    def reset(self) -> PartStore:
+    def reset(self, compression: str | None = None) -> PartStore:
         shutil.rmtree(self.root, ignore_errors=True)
-        return self.create()
+        return self.create(compression)
+
+    @property
+    def compression(self) -> str:
+        if self._compression is None:
+            settings = self.root / SETTINGS
+            self._compression = (
+                json.loads(settings.read_text())["compression"] if settings.exists() else "none"
+            )
+        return self._compression
 
     # -- paths
     def part_path(self, index: int) -> Path:
@@ -43,9 +61,9 @@ class PartStore:
 
     # -- writing
     def write(self, index: int, frame: pl.DataFrame, meta: dict[str, Any] | None = None) -> None:
+        codec = "uncompressed" if self.compression == "none" else self.compression
         with atomic_path(self.part_path(index)) as tmp:
-            # parts are scratch: lz4 reads and writes several times faster than zstd for a little space
-            frame.write_parquet(tmp, compression="lz4", statistics=False)
+            frame.write_parquet(tmp, compression=codec, statistics=False)
         write_text_atomic(self.meta_path(index), json.dumps(meta or {}, sort_keys=True))
 
     def mark_complete(self, summary: dict[str, Any] | None = None) -> None:

@@ -28,9 +28,13 @@ def collapse_whitespace(texts: pl.Series) -> pl.Series:
     for space in _ASCII_SPACES:
         fast = fast.str.replace_all(space, " ", literal=True)
     fast = fast.str.replace_all(r" {2,}", " ").str.strip_chars()
-    unusual = texts.str.contains(r"[\s--[ \t\n\r\x0b\x0c]]").fill_null(False)
+    non_ascii = (texts.str.len_bytes() != texts.str.len_chars()).fill_null(False)
+    if not non_ascii.any():
+        return fast
+    candidates = non_ascii.arg_true()  # only non-ASCII text can hold other Unicode spaces
+    unusual = texts.gather(candidates).str.contains(r"[\s--[ \t\n\r\x0b\x0c]]").fill_null(False)
     if unusual.any():
-        rows = unusual.arg_true()
+        rows = candidates.filter(unusual)
         fast = fast.scatter(rows, texts.gather(rows).str.replace_all(r"\s+", " ").str.strip_chars())
     return fast
 
