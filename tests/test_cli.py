@@ -133,3 +133,17 @@ def test_new_writes_a_recipe_that_builds(tmp_path, shared_data):
     assert (tmp_path / "mine" / "out" / "sft" / "stats.json").exists()
     assert_one_line_error(run("new", "sft", str(sft)), "already exists")
     assert_one_line_error(run("new", "kto", str(tmp_path / "k.yaml")), "unknown recipe kind 'kto'")
+
+
+def test_pretrain_and_dpo_starters_build_on_real_data(tmp_path, shared_data):
+    starters = {
+        "pretrain": shared_data / "raw" / "c4_demo.jsonl.zst",
+        "dpo": shared_data / "prefs" / "llamafactory_dpo_en_demo.json.zst",
+    }
+    for kind, source in starters.items():
+        path = tmp_path / kind / f"{kind}.yaml"
+        assert run("new", kind, str(path), "--source", str(source)).returncode == 0
+        built = run("build", str(path), "-q")
+        assert built.returncode == 0, built.stderr
+        stats = json.loads((tmp_path / kind / "out" / kind / "stats.json").read_text())
+        assert sum(stats["output"]["splits"].values()) > 100
