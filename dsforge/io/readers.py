@@ -67,7 +67,10 @@ class _ZstdReader(io.RawIOBase):
             self._started = True
             pieces = []
             while chunk:
-                pieces.append(self._frame.decompress(chunk))
+                try:
+                    pieces.append(self._frame.decompress(chunk))
+                except self._zstd.ZstdError as exc:  # corrupt data: an I/O error like a cut gzip
+                    raise OSError(f"corrupt zstd data: {exc}") from None
                 chunk = self._frame.unused_data if self._frame.eof else b""
                 if self._frame.eof:
                     self._frame = self._zstd.ZstdDecompressor().decompressobj()
@@ -174,36 +177,99 @@ def _parse_jsonl_chunk(lines: list[bytes], numbers: list[int], label: str) -> Ra
         ) from None
 
 
-def read_jsonl(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
-    lines: list[bytes] = []
+#: Decompressed bytes parsed at once by polars; lines are only split in Python for a block that
+#: holds a malformed record, to name its line.
+JSONL_BLOCK_BYTES = 8 << 20
+
+
+def _parse_jsonl_block(block: bytes, first_line: int, label: str) -> RawBatch:
+    try:
+        return RawBatch(pl.read_ndjson(io.BytesIO(block), infer_schema_length=None))
+    except Exception:
+        pass
+    numbered = [(n, line.strip()) for n, line in enumerate(block.split(b"\n"), start=first_line)]
+    numbered = [(n, line) for n, line in numbered if line]
+    if not numbered:
+        return RawBatch(pl.DataFrame())
+    numbers, lines = zip(*numbered, strict=True)
+    return _parse_jsonl_chunk(list(lines), list(numbers), label)
+
+
+def _salvage_lines(path: Path, first_line: int) -> tuple[list[int], list[bytes], int]:
+    """Complete non-blank lines from ``first_line`` on, read until the stream breaks."""
     numbers: list[int] = []
+    lines: list[bytes] = []
+    number = first_line - 1
     try:
         with open_binary(path) as stream:
-            for number, line in enumerate(io.BufferedReader(stream), start=1):  # type: ignore[arg-type]
-                line = line.strip()
-                if not line:
+            for number, raw in enumerate(io.BufferedReader(stream), start=1):  # type: ignore[arg-type]
+                if number >= first_line and raw.endswith(b"\n") and raw.strip():
+                    numbers.append(number)
+                    lines.append(raw.strip())
+    except (OSError, EOFError):
+        pass
+    return numbers, lines, number + 1
+
+
+def _rebatch(frames: list[pl.DataFrame], batch_size: int, final: bool) -> tuple[list[pl.DataFrame], list]:
+    """Cut the parsed rows into batches of exactly ``batch_size`` (the last may be shorter)."""
+    frames = [f for f in frames if f.height]
+    if not frames:
+        return [], []
+    rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    whole = rows.height if final else rows.height - rows.height % batch_size
+    batches = [rows.slice(start, batch_size) for start in range(0, whole, batch_size)]
+    return batches, [rows.slice(whole)] if whole < rows.height else []
+
+
+def read_jsonl(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
+    """JSON Lines in blocks parsed by polars, re-cut into batches of ``batch_size`` rows."""
+    pending = b""
+    line = 1  # number of the first line in ``pending``
+    carry: list[pl.DataFrame] = []
+    errors: list[str] = []
+
+    def flush(final: bool) -> Iterator[RawBatch]:
+        nonlocal carry, errors
+        batches, carry = _rebatch(carry, batch_size, final)
+        for batch in batches:
+            yield RawBatch(batch, errors)
+            errors = []
+        if final and errors:
+            yield RawBatch(pl.DataFrame(), errors)
+            errors = []
+
+    try:
+        with open_binary(path) as stream:
+            while True:
+                chunk = stream.read(JSONL_BLOCK_BYTES)
+                if not chunk:
+                    break
+                pending += chunk
+                cut = pending.rfind(b"\n")
+                if cut < 0:
                     continue
-                lines.append(line)
-                numbers.append(number)
-                if len(lines) >= batch_size:
-                    yield _parse_jsonl_chunk(lines, numbers, label)
-                    lines, numbers = [], []
+                block, pending = pending[: cut + 1], pending[cut + 1 :]
+                parsed = _parse_jsonl_block(block, line, label)
+                line += block.count(b"\n")
+                carry.append(parsed.frame)
+                errors += parsed.errors
+                yield from flush(final=False)
     except (OSError, EOFError) as exc:
+        # a cut stream loses the block being read: salvage its complete lines one by one
+        numbers, lines, end = _salvage_lines(path, line)
         if lines:
-            yield _parse_jsonl_chunk(lines, numbers, label)
-        yield RawBatch(
-            pl.DataFrame(), [f"{label}:{(numbers or [0])[-1] + 1}: truncated or corrupt file ({exc})"]
-        )
+            parsed = _parse_jsonl_chunk(lines, numbers, label)
+            carry.append(parsed.frame)
+            errors += parsed.errors
+        errors.append(f"{label}:{end}: truncated or corrupt file ({exc})")
+        yield from flush(final=True)
         return
-    except Exception as exc:  # zstandard raises its own error type
-        if "zstd" in type(exc).__module__.lower() or "Zstd" in type(exc).__name__:
-            if lines:
-                yield _parse_jsonl_chunk(lines, numbers, label)
-            yield RawBatch(pl.DataFrame(), [f"{label}: truncated or corrupt zstd stream ({exc})"])
-            return
-        raise
-    if lines:
-        yield _parse_jsonl_chunk(lines, numbers, label)
+    if pending.strip():
+        parsed = _parse_jsonl_block(pending, line, label)
+        carry.append(parsed.frame)
+        errors += parsed.errors
+    yield from flush(final=True)
 
 
 def read_json_array(path: Path, batch_size: int, label: str) -> Iterator[RawBatch]:
