@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import gzip
 import io
 import itertools
 import json
@@ -14,7 +13,7 @@ import datasets
 import orjson
 import polars as pl
 import pytest
-import zstandard
+from helpers import read_records
 
 from dsforge.chat.adapters import ToMessages
 from dsforge.chat.rules import ValidateMessages
@@ -35,16 +34,8 @@ HH = Path("prefs") / "hh_rlhf_harmless_base_test.jsonl.gz"
 
 
 def _raw(path: Path) -> list[dict]:
-    """The file's records parsed independently of dsforge (orjson over the decompressed bytes)."""
-    if path.name.endswith(".zst"):
-        data = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read()
-    elif path.name.endswith(".gz"):
-        data = gzip.decompress(path.read_bytes())
-    else:
-        data = path.read_bytes()
-    if data.lstrip()[:1] == b"[":
-        return orjson.loads(data)
-    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+    """The file's records parsed independently of dsforge."""
+    return read_records(path)
 
 
 def _frame(records: list[dict]) -> pl.DataFrame:

@@ -3,7 +3,6 @@ make_pairs policies (AlpacaEval outputs scored by the AlpacaEval GPT-4-turbo jud
 
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 from pathlib import Path
@@ -12,7 +11,7 @@ import datasets
 import orjson
 import polars as pl
 import pytest
-import zstandard
+from helpers import read_records
 
 from dsforge.runner import build
 
@@ -26,15 +25,8 @@ GENERATORS = ["gpt4_1106_preview", "alpaca-7b", "falcon-7b-instruct", "vicuna-7b
 
 
 def _raw(path: Path) -> list[dict]:
-    if path.name.endswith(".zst"):
-        data = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read()
-    elif path.name.endswith(".gz"):
-        data = gzip.decompress(path.read_bytes())
-    else:
-        data = path.read_bytes()
-    if data.lstrip()[:1] == b"[":
-        return orjson.loads(data)
-    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+    """The file's records parsed independently of dsforge."""
+    return read_records(path)
 
 
 def _jsonl(path: Path, records: list[dict]) -> Path:
