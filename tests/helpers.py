@@ -21,3 +21,20 @@ def read_records(path: Path) -> list[dict]:
     if data.lstrip()[:1] == b"[":
         return orjson.loads(data)
     return [orjson.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def two_step_dpo_config(output_dir: Path):
+    """TRL DPOConfig for a 2-step CPU run on a tiny model: proves the trainer takes the data."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(output_dir),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        max_length=128,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        dataloader_num_workers=0,
+    )

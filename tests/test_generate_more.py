@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from helpers import two_step_dpo_config
 
 from dsforge.generate.evol_instruct import MUTATIONS, choose, clean_evolution, evolution_reason
 from dsforge.generate.magpie import clean_instruction, template_parts
@@ -349,7 +350,7 @@ def test_compare_report_from_two_models(write_recipe, shared_data, models, cache
 def test_base_vs_instruct_recipe_trains_dpo(shared_data, models, cache_dir, tmp_path, monkeypatch):
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     monkeypatch.setenv("DSFORGE_BASE_MODEL", str(models["base"]))
     monkeypatch.setenv("DSFORGE_INSTRUCT_MODEL", str(models["instruct"]))
@@ -373,17 +374,7 @@ def test_base_vs_instruct_recipe_trains_dpo(shared_data, models, cache_dir, tmp_
     trainer = DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(models["instruct"]),
         ref_model=None,
-        args=DPOConfig(
-            output_dir=str(tmp_path / "run"),
-            max_steps=2,
-            per_device_train_batch_size=2,
-            max_length=128,
-            report_to=[],
-            use_cpu=True,
-            logging_steps=1,
-            save_strategy="no",
-            dataloader_num_workers=0,
-        ),
+        args=two_step_dpo_config(tmp_path / "run"),
         train_dataset=train.select(range(8)),
         processing_class=AutoTokenizer.from_pretrained(models["instruct"]),
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import zstandard
+from helpers import two_step_dpo_config
 
 from dsforge.chat.schema import MESSAGES_DTYPE
 from dsforge.prefs.exporters import (
@@ -109,7 +110,7 @@ def render(tokenizer, prompt: list[dict], answer: dict) -> str:
 def test_parquet_pairs_train_with_dpo_trainer(pairs_recipe, write_recipe, chatml_model, tmp_path):
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     result = build(write_recipe(pairs_recipe({"format": "parquet"})))
     data = datasets.load_dataset(str(result.output), cache_dir=str(tmp_path / "hf-cache"))
@@ -122,17 +123,7 @@ def test_parquet_pairs_train_with_dpo_trainer(pairs_recipe, write_recipe, chatml
     train_prompts = {json.dumps(p) for p in data["train"]["prompt"]}
     assert not train_prompts & {json.dumps(p) for p in data["test"]["prompt"]}
     tokenizer = AutoTokenizer.from_pretrained(chatml_model)
-    config = DPOConfig(
-        output_dir=str(tmp_path / "run"),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        max_length=128,
-        report_to=[],
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        dataloader_num_workers=0,
-    )
+    config = two_step_dpo_config(tmp_path / "run")
     model = AutoModelForCausalLM.from_pretrained(chatml_model)
     trainer = DPOTrainer(
         model=model,

@@ -8,8 +8,19 @@ import numpy as np
 import polars as pl
 
 from dsforge.dedup.unionfind import connected_components
+from dsforge.errors import DsforgeError
 from dsforge.io.parts import PartStore
-from dsforge.steps.base import DROP_COLUMN, METRIC_PREFIX
+from dsforge.steps.base import DROP_COLUMN, METRIC_PREFIX, Step
+
+
+def check_text_column(step: Step, store: PartStore, column: str) -> None:
+    """A near-dedup step compares text: the column must exist and hold strings (one clear line if not)."""
+    schema = store.schema()
+    where = f"steps.{step.context.step_index} ({step.name})"
+    if column not in schema:
+        raise DsforgeError(f"{where}: no column {column!r} (columns here: {', '.join(schema)})")
+    if schema[column] != pl.String:
+        raise DsforgeError(f"{where}: column {column!r} is {schema[column]}, not text")
 
 
 class Clusters:

@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, PrivateAttr
 
-from dsforge.dedup.clusters import Clusters, mark_clusters
+from dsforge.dedup.clusters import Clusters, check_text_column, mark_clusters
 from dsforge.dedup.unionfind import connected_components
 from dsforge.errors import DsforgeError
 from dsforge.io.parts import PartStore
@@ -109,11 +109,7 @@ class DedupEmbedding(GlobalStep):
     def run(self, store: PartStore) -> Iterator[pl.DataFrame]:
         if not store.files():
             return
-        schema = store.schema()
-        if self.column not in schema:
-            raise self._fail(f"no column {self.column!r} (columns here: {', '.join(schema)})")
-        if schema[self.column] != pl.String:
-            raise self._fail(f"column {self.column!r} is {schema[self.column]}, not text")
+        check_text_column(self, store, self.column)
         content_key, lengths = self._scan(store)
         scratch = None
         if self.context.work_dir:

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from dsforge.dedup.clusters import Clusters, mark_clusters
+from dsforge.dedup.clusters import Clusters, check_text_column, mark_clusters
 from dsforge.dedup.lsh import (
     band_pairs,
     estimated_jaccard_on_file,
@@ -45,7 +45,6 @@ from dsforge.dedup.lsh import (
     verify_cutoff,
 )
 from dsforge.dedup.signatures import MinHasher, band_keys, mix64, shingle_hashes
-from dsforge.errors import DsforgeError
 from dsforge.io.parts import PartStore
 from dsforge.registry import register_step
 from dsforge.steps.base import GlobalStep
@@ -116,18 +115,11 @@ class DedupMinhash(GlobalStep):
     def hash_seed(self) -> int:
         return self.context.seed if self.seed is None else self.seed
 
-    def _fail(self, message: str) -> DsforgeError:
-        return DsforgeError(f"steps.{self.context.step_index} ({self.name}): {message}")
-
     # ------------------------------------------------------------------ run
     def run(self, store: PartStore) -> Iterator[pl.DataFrame]:
         if not store.files():
             return
-        schema = store.schema()
-        if self.column not in schema:
-            raise self._fail(f"no column {self.column!r} (columns here: {', '.join(schema)})")
-        if schema[self.column] != pl.String:
-            raise self._fail(f"column {self.column!r} is {schema[self.column]}, not text")
+        check_text_column(self, store, self.column)
         scratch = Path(
             tempfile.mkdtemp(prefix=f"minhash-{self.context.step_index}-", dir=self._scratch_root())
         )
